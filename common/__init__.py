@@ -1,0 +1,1 @@
+"""Leaf utilities shared by resnet18/, resnet34/ and se_res_inception/. Nothing runs on import."""

@@ -1,0 +1,130 @@
+"""Accuracy, confusion matrix, per-class and calibration figures, the per-epoch metrics file,
+and the progress lines printed while training (plain lines, readable in a log file)."""
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def topk_correct(logits, y, ks=(1, 5)):
+    """Number of samples whose label is among the k highest logits, for each k."""
+    top = logits.topk(max(ks), dim=1).indices
+    hit = top == y[:, None]
+    return [int(hit[:, :k].any(1).sum()) for k in ks]
+
+
+def confusion_matrix(pred, y, num_classes):
+    """cm[true, predicted] counts, int64 (C, C)."""
+    idx = y.long().cpu() * num_classes + pred.long().cpu()
+    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def per_class_report(cm):
+    """Precision, recall (= per-class accuracy), F1 per class and their macro/weighted means."""
+    cm = cm.double()
+    tp, support = cm.diag(), cm.sum(1)
+    precision = tp / cm.sum(0).clamp(min=1)
+    recall = tp / support.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    w = support / support.sum()
+    out = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    for name in ("precision", "recall", "f1"):
+        out[f"macro_{name}"] = float(out[name].mean())
+        out[f"weighted_{name}"] = float((out[name] * w).sum())
+    return out
+
+
+def calibration(confidence, correct, bins=15):
+    """Expected calibration error (Guo et al. 2017, arXiv:1706.04599) over equal-width bins.
+
+    -> ece, per-bin mean confidence, accuracy and count (empty bins: nan, nan, 0).
+    """
+    confidence, correct = confidence.double().cpu(), correct.double().cpu()
+    b = (confidence * bins).long().clamp(max=bins - 1)
+    count = torch.bincount(b, minlength=bins).double()
+    conf = torch.bincount(b, confidence, minlength=bins) / count
+    acc = torch.bincount(b, correct, minlength=bins) / count
+    ece = float(((conf - acc).abs().nan_to_num() * count).sum() / count.sum())
+    return ece, conf, acc, count
+
+
+class MetricsTracker:
+    """One row per epoch; saved as metrics.npz (numeric arrays, allow_pickle=False) and metrics.csv.
+
+    Both files are written to a temporary name and renamed, so a crash never leaves half a file.
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = Path(out_dir)
+        self.rows = []
+
+    def append(self, **row):
+        self.rows.append({k: float(v) for k, v in row.items()})
+        self.save()
+
+    def columns(self):
+        return {k: np.array([r.get(k, np.nan) for r in self.rows])
+                for k in dict.fromkeys(k for r in self.rows for k in r)}
+
+    def save(self):
+        cols = self.columns()
+        npz, tmp = self.out_dir / "metrics.npz", self.out_dir / "metrics.tmp.npz"
+        np.savez(tmp, **cols)
+        os.replace(tmp, npz)
+        tmp = self.out_dir / "metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(cols)
+            w.writerows(zip(*(np.char.mod("%.6g", c) for c in cols.values())))
+        os.replace(tmp, self.out_dir / "metrics.csv")
+
+    def state_dict(self):
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state):
+        self.rows = [dict(r) for r in state["rows"]]
+
+    @staticmethod
+    def load(out_dir):
+        """Columns of a run dir's metrics.npz as a dict of numpy arrays."""
+        with np.load(Path(out_dir) / "metrics.npz", allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+
+class Progress:
+    """Prints `batch i/n  loss  img/s` at most every `every` seconds inside an epoch."""
+
+    def __init__(self, total, every=10.0):
+        self.total, self.every = total, every
+        self.start = self.last = time.time()
+        self.seen = 0
+
+    def step(self, i, batch_size, loss_fn):
+        """loss_fn is called only when a line is due, so the GPU is not synced every step."""
+        self.seen += batch_size
+        now = time.time()
+        if now - self.last >= self.every and i + 1 < self.total:
+            self.last = now
+            rate = self.seen / (now - self.start)
+            print(f"  batch {i + 1}/{self.total}  loss {loss_fn():.4f}  {rate:.0f} img/s", flush=True)
+
+
+def hms(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def epoch_line(epoch, epochs, row, seconds, eta):
+    """One line per epoch: epoch, lr, train and eval figures, time, ETA."""
+    parts = [f"epoch {epoch}/{epochs}", f"lr {row['lr']:.5f}",
+             f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"]
+    for split in ("val", "test", "ema_test", "ema_val"):
+        if not math.isnan(row.get(f"{split}_top1", math.nan)):
+            parts.append(f"{split} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2f}%"
+                         f" top5 {row[f'{split}_top5']:.2f}%")
+    parts += [f"{seconds:.1f}s", f"ETA {hms(eta)}"]
+    return "  ".join(parts)
