@@ -1,0 +1,134 @@
+"""Figures every folder draws: training curves, confusion heatmap, reliability diagram, image grid.
+
+Built on matplotlib.figure.Figure, not pyplot, so no backend or global state is touched. Each PNG
+is written to a temporary name in the same directory and renamed, so a crash never leaves half a
+file where a finished plot was.
+"""
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+
+GOOD, BAD = "#1a7f37", "#cf222e"  # title colours of correct / wrong predictions
+
+
+def save(fig, path, dpi=100):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def training_curves(m, path, best_epoch=None):
+    """Loss, accuracy (%) and learning rate per epoch from metrics.npz columns.
+
+    Series that are missing or all-NaN (e.g. val_* without --val-split) are left out.
+    """
+    ep = np.asarray(m["epoch"])
+    style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}  # a 1-epoch run still shows
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    panels = zip(fig.subplots(1, 3), ("loss", "accuracy (%)", "learning rate"),
+                 (("train_loss", "val_loss", "test_loss", "ema_val_loss", "ema_test_loss"),
+                  ("train_acc", "val_top1", "test_top1", "ema_val_top1", "ema_test_top1"),
+                  ("lr",)))
+    for ax, ylabel, keys in panels:
+        for k in keys:
+            if k in m and not np.all(np.isnan(m[k])):
+                ax.plot(ep, m[k], label=k.rsplit("_", 1)[0] if ylabel != "learning rate" else k,
+                        **style)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save(fig, path)
+
+
+def confusion_heatmap(cm_norm, names, path, title, annotate=False):
+    """Row-normalized confusion matrix (rows: true class, columns: predicted).
+
+    The colour scale is a square root so the small off-diagonal confusions stay visible. With
+    annotate=True each cell prints its percentage (meant for the 20 superclasses).
+    """
+    cm = np.asarray(cm_norm, dtype=float)
+    n = len(names)
+    side = min(max(9.0 if annotate else 6.0, 0.19 * n + 3), 22)  # ~0.19 in per class row
+    font = 9 if n <= 40 else 7
+    fig = Figure(figsize=(side + 1.5, side), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(cm, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.6, label="fraction of the true class")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    ax.set_xlabel("predicted", fontsize=12)
+    ax.set_ylabel("true", fontsize=12)
+    ax.set_title(title, fontsize=14)
+    if annotate:
+        for i, j in zip(*np.nonzero(cm >= 0.005)):  # blank cells read faster than rows of "0"
+            ax.text(j, i, f"{100 * cm[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > 0.4 else "black")
+    save(fig, path)
+
+
+def reliability_diagram(conf, acc, count, ece, path):
+    """Accuracy per equal-width confidence bin against the diagonal, bin counts underneath."""
+    conf, acc, count = (np.asarray(a, dtype=float) for a in (conf, acc, count))
+    bins = len(count)
+    centers = (np.arange(bins) + 0.5) / bins
+    fig = Figure(figsize=(6, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    seen = count > 0
+    top.bar(centers[seen], acc[seen], width=1 / bins, edgecolor="black", lw=0.5,
+            color="#4c72b0", label="accuracy")
+    top.bar(centers[seen], (conf - acc)[seen], bottom=acc[seen], width=1 / bins, color="#dd8452",
+            alpha=0.35, edgecolor="#dd8452", hatch="//", label="gap to mean confidence")
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    top.set(ylim=(0, 1), ylabel="accuracy", title=f"Reliability diagram (ECE {100 * ece:.2f}%)")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centers, count, width=1 / bins, color="0.5", edgecolor="black", lw=0.5)
+    for x, c in zip(centers[seen], count[seen]):
+        bottom.text(x, c, f"{c:.0f}", ha="center", va="bottom", fontsize=7)
+    bottom.set(xlim=(0, 1), ylim=(0, 1.3 * max(count.max(), 1)), xlabel="confidence",
+               ylabel="images")
+    save(fig, path)
+
+
+def image_grid(images, titles, path, ncols=8, colors=None, suptitle=None, wrap=18):
+    """A grid of small images, upscaled with nearest-neighbour so pixels stay sharp.
+
+    images: uint8 (N,3,H,W) array/tensor, or a list whose items are (3,H,W) uint8, (H,W,3) float
+    in [0, 1], or None for an empty cell. Titles are wrapped at `wrap` characters.
+    """
+    images = list(images)
+    nrows = max(1, -(-len(images) // ncols))
+    fig = Figure(figsize=(1.7 * ncols, 2.0 * nrows + (0.5 if suptitle else 0)),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= len(images) or images[i] is None:
+            continue
+        img = np.asarray(images[i])
+        if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+            img = img.transpose(1, 2, 0)  # (3,H,W) -> (H,W,3)
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(_wrap(str(titles[i]), wrap), fontsize=8,
+                     color=colors[i] if colors is not None else "black")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    save(fig, path)
+
+
+def _wrap(title, width):
+    """Break a long "pred / true" title after the slash, then wrap each part."""
+    if len(title) <= width:
+        return title
+    parts = title.split(" / ")
+    return " /\n".join(textwrap.fill(p, width) for p in parts)
