@@ -44,10 +44,11 @@ class GradCAM:
                 logits = self.model(x)
                 if target is None:
                     target = logits.argmax(1)
-                target = torch.as_tensor(target, device=logits.device).expand(len(x))
+                target = torch.as_tensor(target, device=logits.device).long().expand(len(x))
                 score = logits.gather(1, target[:, None]).sum()  # images are independent in eval
-                if self.acts is None:
-                    raise RuntimeError("the Grad-CAM layer was not used in the forward pass")
+                if self.acts is None or self.acts.dim() != 4:
+                    raise ValueError("Grad-CAM needs a layer with (B,K,h,w) maps in the forward "
+                                     "pass, e.g. a conv or a residual block, not fc or pooling")
                 grads, = torch.autograd.grad(score, self.acts)
         finally:
             for m, mode in zip(self.model.modules(), modes):
@@ -97,4 +98,4 @@ def overlay(image, cam, alpha=0.45):
     """uint8 (3,H,W) image and (H,W) map in [0, 1] -> float (H,W,3) in [0, 1], jet colours."""
     img = np.asarray(image, dtype=np.float32).transpose(1, 2, 0) / 255
     heat = colormaps["jet"](np.asarray(cam, dtype=np.float32))[..., :3]
-    return (1 - alpha) * img + alpha * heat
+    return np.clip((1 - alpha) * img + alpha * heat, 0, 1)  # float32 rounding can pass 1

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 GOOD, BAD = "#1a7f37", "#cf222e"  # title colours of correct / wrong predictions
 
@@ -46,6 +47,7 @@ def training_curves(m, path, best_epoch=None):
         if best_epoch is not None:
             ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
         ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     save(fig, path)
@@ -104,21 +106,22 @@ def image_grid(images, titles, path, ncols=8, colors=None, suptitle=None, wrap=1
     """A grid of small images, upscaled with nearest-neighbour so pixels stay sharp.
 
     images: uint8 (N,3,H,W) array/tensor, or a list whose items are (3,H,W) uint8, (H,W,3) float
-    in [0, 1], or None for an empty cell. Titles are wrapped at `wrap` characters.
+    in [0, 1], or None for an empty cell; cells take the first image's aspect ratio. Titles are
+    wrapped at `wrap` characters.
     """
-    images = list(images)
+    images = [None if im is None else _hwc(im) for im in images]
     nrows = max(1, -(-len(images) // ncols))
-    fig = Figure(figsize=(1.7 * ncols, 2.0 * nrows + (0.5 if suptitle else 0)),
+    h, w = next((im.shape[:2] for im in images if im is not None), (1, 1))
+    width = 1.7 * ncols * w / h  # inches
+    suptitle = textwrap.fill(suptitle, int(11 * width)) if suptitle else ""  # ~11 chars/inch
+    fig = Figure(figsize=(width, 2.0 * nrows + 0.25 * (suptitle.count("\n") + 2 * bool(suptitle))),
                  layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()
         if i >= len(images) or images[i] is None:
             continue
-        img = np.asarray(images[i])
-        if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
-            img = img.transpose(1, 2, 0)  # (3,H,W) -> (H,W,3)
-        ax.imshow(img, interpolation="nearest")
+        ax.imshow(images[i], interpolation="nearest")
         ax.set_title(_wrap(str(titles[i]), wrap), fontsize=8,
                      color=colors[i] if colors is not None else "black")
     if suptitle:
@@ -132,3 +135,88 @@ def _wrap(title, width):
         return title
     parts = title.split(" / ")
     return " /\n".join(textwrap.fill(p, width) for p in parts)
+
+
+def _hwc(img):
+    img = np.asarray(img)
+    return img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img
+
+
+def overview_curves(m, path, best_epoch=None):
+    """Seed 003's overview: a 2x2 grid of train loss, test loss, train accuracy and test accuracy
+    (%) per epoch, with a learning-rate strip underneath. Val and EMA series join the test panels
+    when present; a dashed line marks the best epoch."""
+    from matplotlib.ticker import MaxNLocator
+    ep = np.asarray(m["epoch"])
+    style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}
+    fig = Figure(figsize=(12, 9), layout="constrained")
+    grid = fig.add_gridspec(3, 2, height_ratios=(1, 1, 0.45))
+    panels = (("training loss", "loss", ("train_loss",)),
+              ("test loss", "loss", ("test_loss", "val_loss", "ema_test_loss", "ema_val_loss")),
+              ("training accuracy (mixed batches: vs the dominant label)", "top-1 (%)",
+               ("train_acc",)),
+              ("test accuracy", "top-1 (%)", ("test_top1", "val_top1", "ema_test_top1",
+                                               "ema_val_top1")))
+    for cell, (title, ylabel, keys) in zip((grid[0, 0], grid[0, 1], grid[1, 0], grid[1, 1]),
+                                           panels):
+        ax = fig.add_subplot(cell)
+        for k in keys:
+            if k in m and not np.all(np.isnan(m[k])):
+                ax.plot(ep, m[k], label=k.rsplit("_", 1)[0], **style)
+        if "test_top1" in keys and "test_top1" in m and not np.all(np.isnan(m["test_top1"])):
+            i = int(np.nanargmax(m["test_top1"]))
+            title += f" (max {m['test_top1'][i]:.2f}% at epoch {ep[i]:.0f})"
+        _mark_best(ax, best_epoch)
+        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = fig.add_subplot(grid[2, :])
+    if "lr" in m:
+        ax.plot(ep, m["lr"], color="0.2", **style)
+    _mark_best(ax, best_epoch)
+    ax.set(title="learning rate (at the end of each epoch)", xlabel="epoch", ylabel="lr")
+    ax.grid(alpha=0.3)
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5"
+    save(fig, path)
+
+
+def _mark_best(ax, best_epoch):
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
+
+
+def two_panel_curves(m, path, best_epoch=None):
+    """Seed 000's figure: loss (left) and accuracy (%, right) per epoch from metrics.npz columns.
+
+    A horizontal line marks the best validation top-1 (test top-1 when there is no val split): the
+    value at `best_epoch` if given (the epoch best.pt holds), else the column's maximum.
+    """
+    from matplotlib.ticker import MaxNLocator
+    ep = np.asarray(m["epoch"])
+    style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}
+    present = lambda k: k in m and not np.all(np.isnan(m[k]))  # noqa: E731
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for ax, ylabel, keys in ((left, "loss", ("train_loss", "val_loss", "test_loss",
+                                             "ema_val_loss", "ema_test_loss")),
+                             (right, "accuracy (%)", ("train_acc", "val_top1", "test_top1",
+                                                      "ema_val_top1", "ema_test_top1"))):
+        for k in keys:
+            if present(k):
+                ax.plot(ep, m[k], label=k.rsplit("_", 1)[0], **style)
+        ax.set(xlabel="epoch", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    split = "val" if present("val_top1") else "test"
+    if present(f"{split}_top1"):
+        acc = np.asarray(m[f"{split}_top1"], dtype=float)
+        i = (int(np.flatnonzero(ep == best_epoch)[0]) if best_epoch in set(ep.tolist())
+             else int(np.nanargmax(acc)))
+        right.axhline(acc[i], color="0.3", ls="--", lw=1,
+                      label=f"best {split} {acc[i]:.2f}% (epoch {ep[i]:.0f})")
+    left.set_title("loss (train: soft-target CE on mixed batches)", fontsize=10)
+    right.set_title("top-1 accuracy (train: vs the dominant label)", fontsize=10)
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    save(fig, path)

@@ -9,8 +9,7 @@ def pick_device(name="auto"):
             return torch.device("cuda")
         if torch.backends.mps.is_available():
             return torch.device("mps")
-        print("warning: no CUDA GPU found, running on the CPU (fine for --subset runs, "
-              "slow for full recipes)")
+        print("warning: no CUDA GPU found, running on the CPU")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")

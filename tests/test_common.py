@@ -1,0 +1,159 @@
+"""common/: Mixup/CutMix, soft-target loss, metrics, checkpoints."""
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common import checkpoint, losses, metrics, mixing
+
+
+def batch(b=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 32, 32, generator=g) + 1.0, torch.randint(0, 100, (b,), generator=g)
+
+
+@pytest.mark.parametrize("mixup, cutmix", [(1.0, 0.0), (0.0, 1.0), (0.4, 1.0)])
+def test_mixed_targets_sum_to_one(mixup, cutmix):
+    x, y = batch()
+    for seed in range(20):
+        _, t = mixing.mix(x, y, 100, np.random.default_rng(seed), mixup, cutmix, prob=0.8)
+        assert t.shape == (16, 100) and torch.allclose(t.sum(1), torch.ones(16))
+        assert (t >= 0).all()
+
+
+def test_cutmix_lambda_is_the_pasted_area():
+    x, y = batch()
+    y = torch.arange(16)  # distinct labels, so the target weight of y is lambda itself
+    for seed in range(30):
+        out, t = mixing.mix(x, y, 100, np.random.default_rng(seed), cutmix_alpha=1.0)
+        kept = (out == x).all(1).float().mean((1, 2))  # share of each image left unpasted
+        lam = t[torch.arange(16), y]
+        moved = (t.argmax(1) != y) | (lam < 1)  # images paired with another one
+        assert torch.allclose(kept[moved], lam[moved], atol=1e-6)
+
+
+def test_each_alpha_reaches_its_own_augmentation_and_zero_is_identity():
+    x, _ = batch()
+    y = torch.arange(16)  # distinct labels: an image paired with another has target[y] < 1
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    out, t = mixing.mix(x, y, 100, rng(), 0.0, 0.0)
+    assert out is x and torch.equal(t, F.one_hot(y, 100).float())
+    out, t = mixing.mix(x, y, 100, rng(), mixup_alpha=1.0)  # Mixup: a blend of every pixel
+    paired = t[torch.arange(16), y] < 1
+    assert paired.sum() >= 8
+    assert ((out != x).flatten(1)[paired].float().mean(1) > 0.99).all()
+    out, t = mixing.mix(x, y, 100, rng(), cutmix_alpha=1.0)  # CutMix: one box, the rest untouched
+    paired = t[torch.arange(16), y] < 1
+    assert paired.sum() >= 8
+    for i in paired.nonzero().flatten():
+        changed = ~torch.isclose(out[i], x[i]).all(0)  # (32, 32)
+        rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+        box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert box.all() and changed.sum() == box.numel() < 32 * 32
+    out, _ = mixing.mix(x, y, 100, rng(), mixup_alpha=1.0, cutmix_alpha=1.0, prob=0.0)
+    assert out is x
+
+
+def test_rand_bbox_is_clipped_and_about_the_right_size():
+    rng = np.random.default_rng(0)
+    for lam in (0.1, 0.5, 0.9):
+        areas = []
+        for _ in range(200):
+            y0, y1, x0, x1 = mixing.rand_bbox(32, 32, lam, rng)
+            assert 0 <= y0 <= y1 <= 32 and 0 <= x0 <= x1 <= 32
+            areas.append((y1 - y0) * (x1 - x0) / 1024)
+        assert max(areas) <= (1 - lam) + 0.05  # clipping only shrinks the box
+
+
+@pytest.mark.parametrize("s", [0.0, 0.1, 0.3])
+def test_soft_target_ce_on_one_hot_equals_cross_entropy(s):
+    logits, y = torch.randn(32, 100), torch.randint(0, 100, (32,))
+    want = F.cross_entropy(logits, y, label_smoothing=s)
+    assert torch.allclose(losses.soft_target_cross_entropy(logits, y, s), want, atol=1e-6)
+    one_hot = F.one_hot(y, 100).float()
+    assert torch.allclose(losses.soft_target_cross_entropy(logits, one_hot, s), want, atol=1e-6)
+
+
+def test_smoothing_is_applied_once_to_mixed_targets():
+    logits = torch.randn(4, 10)
+    t = torch.zeros(4, 10)
+    t[:, 0], t[:, 1] = 0.7, 0.3
+    s = 0.1
+    want = -((t * (1 - s) + s / 10) * logits.log_softmax(1)).sum(1).mean()
+    assert torch.allclose(losses.soft_target_cross_entropy(logits, t, s), want)
+
+
+def test_topk_confusion_and_per_class_report():
+    logits = torch.tensor([[3., 2, 1, 0], [0, 3, 2, 1], [1, 0, 3, 2], [3, 0, 1, 2]])
+    y = torch.tensor([0, 2, 3, 3])
+    assert metrics.topk_correct(logits, y, ks=(1, 2)) == [1, 4]
+    cm = metrics.confusion_matrix(logits.argmax(1), y, 4)
+    assert cm.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0]]
+    r = metrics.per_class_report(cm)
+    assert r["recall"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert r["precision"][0] == 0.5 and r["macro_recall"] == 0.25
+    assert r["weighted_recall"] == pytest.approx(0.25)  # supports 1, 0, 1, 2
+
+
+def test_calibration_of_a_perfectly_calibrated_toy():
+    conf = torch.tensor([0.95] * 20 + [0.55] * 20)
+    correct = torch.tensor([1] * 19 + [0] + [1] * 11 + [0] * 9)
+    ece, c, a, n = metrics.calibration(conf, correct, bins=10)
+    assert ece == pytest.approx(0.0, abs=1e-6) and n.sum() == 40 and torch.isnan(c[0])
+    ece, *_ = metrics.calibration(conf, torch.ones(40), bins=10)  # always right: under-confident
+    assert ece == pytest.approx((0.05 * 20 + 0.45 * 20) / 40, abs=1e-6)
+
+
+def test_tracker_files_are_plain_and_reload(tmp_path):
+    tr = metrics.MetricsTracker(tmp_path)
+    tr.append(epoch=1, train_loss=4.5, test_top1=3.0)
+    tr.append(epoch=2, train_loss=4.0, test_top1=float("nan"))
+    cols = metrics.MetricsTracker.load(tmp_path)  # allow_pickle=False inside
+    assert cols["epoch"].tolist() == [1, 2] and np.isnan(cols["test_top1"][1])
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,test_top1" and lines[2].startswith("2,4,")
+    other = metrics.MetricsTracker(tmp_path)
+    other.load_state_dict(tr.state_dict())
+    assert other.rows == tr.rows and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_checkpoint_survives_a_failure_in_the_middle_of_a_save(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def dies_half_way(obj, f):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    ck = checkpoint.load_checkpoint(path)
+    assert ck["epoch"] == 1 and torch.equal(ck["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_corrupt_missing_or_foreign_checkpoints_give_clear_errors(tmp_path):
+    path = tmp_path / "c.pt"
+    checkpoint.save_checkpoint({"arch": "resnet18", "num_classes": 100, "w": torch.ones(9)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(checkpoint.CheckpointError, match="truncated or corrupt"):
+        checkpoint.load_checkpoint(path)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
+        checkpoint.load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="arch='resnet34'.*arch='resnet18'"):
+        checkpoint.check_compatible({"arch": "resnet34"}, arch="resnet18")
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module: refused, not executed
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load_checkpoint(path)
+
+
+def test_rng_state_round_trip_in_weights_only_form(tmp_path):
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    checkpoint.save_checkpoint({"rng": checkpoint.rng_state()}, tmp_path / "r.pt")
+    want = (torch.rand(3), np.random.rand(3), random.random())
+    checkpoint.set_rng_state(checkpoint.load_checkpoint(tmp_path / "r.pt")["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]

@@ -1,0 +1,179 @@
+"""common/data.py: constants, the official-file reader, the synthetic set, augmentation, loader."""
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from common import data
+
+# The CIFAR-100 superclass table as published with the dataset (coarse name -> its 5 fine names).
+SUPERCLASSES = {
+    "aquatic_mammals": "beaver dolphin otter seal whale",
+    "fish": "aquarium_fish flatfish ray shark trout",
+    "flowers": "orchid poppy rose sunflower tulip",
+    "food_containers": "bottle bowl can cup plate",
+    "fruit_and_vegetables": "apple mushroom orange pear sweet_pepper",
+    "household_electrical_devices": "clock keyboard lamp telephone television",
+    "household_furniture": "bed chair couch table wardrobe",
+    "insects": "bee beetle butterfly caterpillar cockroach",
+    "large_carnivores": "bear leopard lion tiger wolf",
+    "large_man-made_outdoor_things": "bridge castle house road skyscraper",
+    "large_natural_outdoor_scenes": "cloud forest mountain plain sea",
+    "large_omnivores_and_herbivores": "camel cattle chimpanzee elephant kangaroo",
+    "medium_mammals": "fox porcupine possum raccoon skunk",
+    "non-insect_invertebrates": "crab lobster snail spider worm",
+    "people": "baby boy girl man woman",
+    "reptiles": "crocodile dinosaur lizard snake turtle",
+    "small_mammals": "hamster mouse rabbit shrew squirrel",
+    "trees": "maple_tree oak_tree palm_tree pine_tree willow_tree",
+    "vehicles_1": "bicycle bus motorcycle pickup_truck train",
+    "vehicles_2": "lawn_mower rocket streetcar tank tractor",
+}
+
+
+def test_constants_match_the_official_tables():
+    assert len(data.FINE_NAMES) == 100 and data.FINE_NAMES == sorted(data.FINE_NAMES)
+    assert list(SUPERCLASSES) == data.COARSE_NAMES
+    for c, fine in enumerate(SUPERCLASSES.values()):
+        members = {data.FINE_NAMES[f] for f in range(100) if data.FINE_TO_COARSE[f] == c}
+        assert members == set(fine.split())
+
+
+def write_official(root, n_train=60, n_test=20, protocol=2, override=None):
+    """Files in the official layout: dicts with bytes keys, uint8 (N, 3072) data, list labels."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [int(v) for v in rng.integers(0, 100, n)]
+        d = {b"filenames": [b"img_%d.png" % i for i in range(n)], b"batch_label": name.encode(),
+             b"fine_labels": fine, b"coarse_labels": [data.FINE_TO_COARSE[f] for f in fine],
+             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        d.update(override or {})
+        (folder / name).write_bytes(pickle.dumps(d, protocol=protocol))
+    meta = {b"fine_label_names": [n.encode() for n in data.FINE_NAMES],
+            b"coarse_label_names": [n.encode() for n in data.COARSE_NAMES]}
+    (folder / "meta").write_bytes(pickle.dumps(meta, protocol=protocol))
+    return folder
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_reader_reads_official_format(tmp_path, protocol):
+    folder = write_official(tmp_path, protocol=protocol)
+    x, y = data.read_cifar100(tmp_path, train=True)
+    raw = pickle.loads((folder / "train").read_bytes())
+    assert x.shape == (60, 3, 32, 32) and x.dtype == torch.uint8 and y.dtype == torch.int64
+    # row-major 3072 = 1024 red, 1024 green, 1024 blue, each 32x32
+    assert torch.equal(x[5, 1, 2, 3], torch.tensor(raw[b"data"][5][1024 + 2 * 32 + 3]))
+    assert y.tolist() == raw[b"fine_labels"]
+    assert data.read_meta(tmp_path) == (data.FINE_NAMES, data.COARSE_NAMES)
+    splits = data.load_splits("cifar100", tmp_path, val_split=10, download=False)
+    assert len(splits["train"][0]) == 50 and len(splits["val"][0]) == 10
+    assert len(splits["test"][0]) == 20
+
+
+@pytest.mark.parametrize("override, message", [
+    ({b"data": np.zeros((60, 100), np.uint8)}, "expected uint8 (N, 3072)"),
+    ({b"data": np.zeros((60, 3072), np.float32)}, "expected uint8 (N, 3072)"),
+    ({b"fine_labels": [100] * 60}, "expected 0..99"),
+    ({b"fine_labels": [1] * 59}, "fine labels for 60 images"),
+])
+def test_reader_rejects_malformed_files(tmp_path, override, message):
+    write_official(tmp_path, override=override)
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        data.read_cifar100(tmp_path, train=True)
+
+
+def test_reader_refuses_a_crafted_pickle_without_running_it(tmp_path):
+    folder = write_official(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+    (folder / "train").write_bytes(pickle.dumps({"data": Evil()}, protocol=2))
+    with pytest.raises(data.DataError, match="refusing to load"):
+        data.read_cifar100(tmp_path, train=True)
+    assert not marker.exists()
+
+
+def test_truncated_file_and_missing_dataset_give_clear_errors(tmp_path, monkeypatch):
+    folder = write_official(tmp_path)
+    blob = (folder / "test").read_bytes()
+    (folder / "test").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match="delete the cifar-100-python folder"):
+        data.read_cifar100(tmp_path, train=False)
+    with pytest.raises(data.DataError, match="--dataset synthetic"):
+        data.load_splits("cifar100", tmp_path / "empty", download=False)
+
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError("Network is unreachable")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", offline)
+    with pytest.raises(data.DataError, match="download failed.*--dataset synthetic"):
+        data.load_splits("cifar100", tmp_path / "empty")
+
+
+def test_synthetic_is_deterministic_learnable_and_grouped():
+    x, y = data.synthetic_cifar100(3000, 1)
+    x2, y2 = data.synthetic_cifar100(3000, 1)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert x.shape == (3000, 3, 32, 32) and x.dtype == torch.uint8 and set(y.tolist()) == set(range(100))
+    xt, yt = data.synthetic_cifar100(1000, 2)
+    assert not torch.equal(xt[:10], x[:10])
+    # learnable: even a nearest-class-mean classifier on 8x8 thumbnails is far above chance (1 %)
+    f = lambda v: torch.nn.functional.avg_pool2d(v.float(), 4).flatten(1)  # noqa: E731
+    means = torch.stack([f(x[y == c]).mean(0) for c in range(100)])
+    acc = (torch.cdist(f(xt), means).argmin(1) == yt).float().mean().item()
+    assert acc > 0.10, acc
+    # superclasses: class means are closer within a superclass than across
+    d = torch.cdist(means, means)
+    coarse = torch.tensor(data.FINE_TO_COARSE)
+    same = (coarse[:, None] == coarse[None, :]) & ~torch.eye(100, dtype=torch.bool)
+    assert d[same].mean() < 0.8 * d[coarse[:, None] != coarse[None, :]].mean()
+
+
+def test_augment_identity_crop_and_flip_are_exact():
+    x, _ = data.synthetic_cifar100(64, 3)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.allclose(data.Augment(pad=0, flip=False)(x, g()), data.normalize(x), atol=1e-5)
+    plain = data.normalize(torch.nn.functional.pad(x, (4, 4, 4, 4)).float().to(torch.uint8))
+    out = data.Augment(pad=4, flip=True)(x, g())
+    shifts = set()
+    for i in range(len(x)):  # each image is one integer crop of the padded image, maybe flipped
+        windows = {(dy, dx): plain[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)}
+        hits = [(k, fl) for k, w in windows.items() for fl in (False, True)
+                if torch.allclose(out[i], w.flip(-1) if fl else w, atol=1e-4)]
+        assert hits, f"image {i} is not a crop of the padded original"
+        shifts.add(hits[0])
+    assert len(shifts) > 10  # parameters are drawn per image
+
+
+def test_augment_masks_and_noise_hit_their_share():
+    x, _ = data.synthetic_cifar100(400, 3)
+    g = torch.Generator().manual_seed(0)
+    erased = (data.Augment(pad=0, flip=False, erase_p=0.5)(x, g) == 0).all(1).flatten(1).any(1)
+    assert 0.35 < erased.float().mean() < 0.65
+    aug = data.Augment(pad=0, flip=False, holes_p=0.3, noise_p=0.3, holes=2, hole_size=8)
+    out, clean = aug(x, torch.Generator().manual_seed(1)), data.normalize(x)
+    holed = (out == 0).all(1).flatten(1).sum(1) >= 16
+    changed = ~torch.isclose(out, clean, atol=1e-4).flatten(1).all(1)
+    assert 0.2 < holed.float().mean() < 0.4 and 0.45 < changed.float().mean() < 0.75
+
+
+def test_loader_replays_an_epoch_from_any_batch():
+    split = data.synthetic_cifar100(200, 4)
+    loader = data.Loader(split, 32, "cpu", data.Augment(rotate=15, erase_p=0.5), shuffle=True,
+                         seed=7, drop_last=True)
+    loader.set_epoch(3)
+    full = list(loader)
+    assert len(full) == 6 and all(xb.shape == (32, 3, 32, 32) for xb, _ in full)
+    tail = list(loader.iterate(start=4))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[4:], tail))
+    loader.set_epoch(4)
+    assert not torch.equal(next(iter(loader))[1], full[0][1])
+    with pytest.raises(data.DataError, match="lower --batch-size"):
+        data.Loader(split, 500, "cpu", shuffle=True, drop_last=True)

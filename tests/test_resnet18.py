@@ -1,0 +1,185 @@
+"""resnet18/: the model, and the train -> evaluate -> gradcam story from the command line."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from conftest import REPO, TINY, load_module, run
+
+model_mod = load_module(REPO / "resnet18" / "model.py", "resnet18_model")
+
+
+def test_shapes_and_parameter_count():
+    m = model_mod.resnet18()
+    assert sum(p.numel() for p in m.parameters()) == 11_220_132
+    assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_state_dict_matches_adapted_torchvision():
+    tv = torchvision.models.resnet18(num_classes=100)
+    tv.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    tv.maxpool = torch.nn.Identity()
+    ours = model_mod.resnet18().state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    tv.load_state_dict(ours)  # and the weights carry over: same function
+    m = model_mod.resnet18().eval()
+    m.load_state_dict(ours)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(m(x), tv.eval()(x), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run shared by the CLI tests: 2 epochs on 200 synthetic images, with EMA."""
+    out = tmp_path_factory.mktemp("run") / "r18"
+    run("resnet18/train.py", *TINY, "--subset", "200", "--val-split", "40", "--batch-size", "40",
+        "--epochs", "2", "--ema", "0.9", "--out-dir", out)
+    return out
+
+
+def test_train_writes_the_run_dir(trained):
+    for name in ("last.pt", "best.pt", "metrics.npz", "metrics.csv", "args.json",
+                 "training_curves.png"):
+        assert (trained / name).is_file(), name
+    ck = torch.load(trained / "last.pt", weights_only=True)
+    assert ck["arch"] == "resnet18" and ck["epoch"] == 2 and ck["best"]["split"] == "val"
+    assert json.loads((trained / "args.json").read_text())["subset"] == 200
+    import numpy as np
+    with np.load(trained / "metrics.npz", allow_pickle=False) as m:
+        assert m["epoch"].tolist() == [1, 2] and np.isfinite(m["val_top1"]).all()
+        assert np.isfinite(m["ema_test_top1"]).all()
+
+
+def test_evaluate_and_gradcam_write_every_promised_file(trained, tmp_path):
+    p = run("resnet18/evaluate.py", "--checkpoint", trained / "best.pt", "--device", "cpu",
+            "--tta", "--out-dir", tmp_path / "eval")
+    assert "top-1" in p.stdout.lower() or "top1" in p.stdout.lower()
+    for name in ("report.json", "confusion_matrix.png", "reliability.png", "samples.png",
+                 "confident_mistakes.png"):
+        assert (tmp_path / "eval" / name).is_file(), name
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert 0 <= report["top1"] <= report["top5"] <= 100
+    run("resnet18/gradcam.py", "--checkpoint", trained / "best.pt", "--device", "cpu",
+        "--out-dir", tmp_path / "cam")
+    run("resnet18/gradcam.py", "--checkpoint", trained / "best.pt", "--device", "cpu",
+        "--per-class", "--out-dir", tmp_path / "cam")
+    assert (tmp_path / "cam" / "gradcam_grid.png").is_file()
+    assert (tmp_path / "cam" / "gradcam_per_class.png").is_file()
+
+
+def test_single_image_demo(trained, tmp_path):
+    img = torch.randint(0, 256, (3, 64, 48), dtype=torch.uint8)
+    torchvision.io.write_png(img, str(tmp_path / "x.png"))
+    p = run("resnet18/evaluate.py", "--checkpoint", trained / "best.pt", "--device", "cpu",
+            "--image", tmp_path / "x.png")
+    lines = [ln for ln in p.stdout.splitlines() if "%" in ln]
+    assert len(lines) >= 5
+    (tmp_path / "bad.png").write_text("not an image")
+    p = run("resnet18/evaluate.py", "--checkpoint", trained / "best.pt", "--device", "cpu",
+            "--image", tmp_path / "bad.png", check=False)
+    assert p.returncode != 0 and p.stderr.strip().startswith("error:")
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_resume_after_ctrl_c_is_bit_exact(tmp_path):
+    """2 epochs straight == 1 epoch, Ctrl-C early in epoch 2, resume in a new process."""
+    args = [*TINY, "--subset", "150", "--batch-size", "30", "--epochs", "2", "--ema", "0.9"]
+    run("resnet18/train.py", *args, "--out-dir", tmp_path / "a")
+    cmd = [sys.executable, "resnet18/train.py", *args, "--out-dir", str(tmp_path / "b"),
+           "--progress-every", "0"]
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    seen_epoch = False
+    for line in p.stdout:  # wait for the first progress line of epoch 2, then press Ctrl-C
+        seen_epoch |= line.startswith("epoch 1/2")
+        if seen_epoch and "batch" in line:
+            p.send_signal(signal.SIGINT)
+            break
+    rest = p.stdout.read()
+    assert p.wait(timeout=120) == 0 and "interrupted: saved" in rest
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["step"] > 0
+    run("resnet18/train.py", "--resume", "--out-dir", tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    for key in ("model", "ema", "optimizer"):
+        fa, fb = _flat(a[key]), _flat(b[key])
+        assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa), key
+    rows = lambda ck: [{k: v for k, v in r.items() if k != "time"} for r in ck["tracker"]["rows"]]
+    assert str(rows(a)) == str(rows(b)) and b["epoch"] == 2  # str(): nan == nan, times differ
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
+        if isinstance(v, (dict, list)):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif torch.is_tensor(v):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_bad_input_gets_one_line_errors(trained, tmp_path):
+    cases = [
+        (["--mix-prob", "2"], "--mix-prob 2.0 is outside [0, 1]"),
+        (["--batch-size", "500"], "lower --batch-size"),
+        (["--out-dir", trained], "already holds a run"),
+        (["--resume", tmp_path / "none.pt"], "no checkpoint at"),
+        (["--resume", trained / "last.pt", "--epochs", "5"], "resume with those values"),
+    ]
+    foreign = torch.load(trained / "last.pt", weights_only=True)
+    foreign["arch"] = "resnet34"
+    torch.save(foreign, tmp_path / "foreign.pt")
+    cases.append((["--resume", tmp_path / "foreign.pt", "--out-dir", tmp_path / "x"],
+                  "arch='resnet34'"))
+    for extra, message in cases:
+        p = run("resnet18/train.py", *TINY, "--subset", "200", "--epochs", "1",
+                *(extra if "--out-dir" in map(str, extra) else [*extra, "--out-dir", tmp_path / "o"]),
+                check=False)
+        err = p.stderr.strip()
+        assert p.returncode != 0 and err.startswith("error:") and message in err, (extra, err)
+        assert len(err.splitlines()) == 1, err
+    p = run("resnet18/evaluate.py", "--checkpoint", tmp_path / "foreign.pt", "--device", "cpu",
+            check=False)
+    assert p.returncode != 0 and "resnet34" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train = load_module(REPO / "resnet18" / "train.py", "resnet18_train_nan")
+    args = train.parse_args([*TINY, "--subset", "100", "--batch-size", "50", "--epochs", "3",
+                             "--out-dir", str(tmp_path)])
+    real, calls = train.losses.soft_target_cross_entropy, []
+
+    def poisoned(logits, target, smoothing):
+        calls.append(1)
+        loss = real(logits, target, smoothing)
+        return loss * float("nan") if len(calls) > 2 else loss  # epoch 2 (2 steps an epoch)
+    monkeypatch.setattr(train.losses, "soft_target_cross_entropy", poisoned)
+    try:
+        with pytest.raises(FloatingPointError, match="holds epoch 1"):
+            train.main(args)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 1
+
+
+def test_help_from_the_root_and_from_inside_the_folder():
+    for script in ("train.py", "evaluate.py", "gradcam.py", "model.py"):
+        run(REPO / "resnet18" / script, *(["--help"] if script != "model.py" else []),
+            cwd=REPO / "resnet18")
+    assert "--epochs" in run("resnet18/train.py", "--help").stdout
+
+
+def test_a_copied_folder_trains(tmp_path):
+    """Copying resnet18/ as an assignment template: it runs and writes to runs/<new name>/."""
+    shutil.copytree(REPO / "common", tmp_path / "common")
+    shutil.copytree(REPO / "resnet18", tmp_path / "my_net",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    run(tmp_path / "my_net" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
+        "--epochs", "1", cwd=tmp_path / "my_net")
+    assert (tmp_path / "runs" / "my_net" / "last.pt").is_file()
+    assert (tmp_path / "runs" / "my_net" / "training_curves.png").is_file()
