@@ -49,8 +49,8 @@ def load_checkpoint(path, map_location="cpu"):
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:200]}); "
-                              "it may be truncated or corrupt: use another one, e.g. best.pt") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:200]}); it may be "
+                              "truncated or corrupt: use another one, e.g. best.pt") from None
     return ckpt
 
 
@@ -69,7 +69,8 @@ def check_compatible(ckpt, **expected):
         have = ckpt.get(key)
         if have != want:
             raise CheckpointError(f"checkpoint has {key}={have!r} but this run has {key}={want!r}; "
-                                  "point --resume at a checkpoint of the same setup or drop --resume")
+                                  "point --resume at a checkpoint of the same setup, "
+                                  "or drop --resume")
 
 
 def rng_state():

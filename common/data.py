@@ -1,4 +1,4 @@
-"""CIFAR-100 data: constants, the official-file reader, a synthetic stand-in, and the batched loader.
+"""CIFAR-100 data: constants, the official-file reader, a synthetic stand-in, the batched loader.
 
 Images live as uint8 tensors (N, 3, 32, 32) on the training device. Each batch is augmented in a few
 tensor ops with per-sample random parameters drawn from a generator seeded by (seed, epoch, batch),
@@ -20,18 +20,20 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 # The official label order (alphabetical), as in cifar-100-python/meta.
 FINE_NAMES = (
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
-    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile "
-    "cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp "
-    "lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree "
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch "
+    "crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo "
+    "keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse "
+    "mushroom oak_tree "
     "orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum "
     "rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider "
     "squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train "
     "trout tulip turtle wardrobe whale willow_tree wolf woman worm"
 ).split()
 COARSE_NAMES = (
-    "aquatic_mammals fish flowers food_containers fruit_and_vegetables household_electrical_devices "
-    "household_furniture insects large_carnivores large_man-made_outdoor_things "
+    "aquatic_mammals fish flowers food_containers fruit_and_vegetables "
+    "household_electrical_devices household_furniture insects large_carnivores "
+    "large_man-made_outdoor_things "
     "large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals "
     "non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2"
 ).split()
@@ -113,8 +115,8 @@ def ensure_cifar100(root, download=True):
     folder = Path(root) / "cifar-100-python"
     if all((folder / f).exists() for f in ("train", "test", "meta")):
         return
-    hint = (f"put the official cifar-100-python/ folder (train, test, meta) in {Path(root).resolve()} "
-            "or run offline with --dataset synthetic")
+    hint = (f"put the official cifar-100-python/ folder (train, test, meta) in "
+            f"{Path(root).resolve()} or run offline with --dataset synthetic")
     if not download:
         raise DataError(f"CIFAR-100 not found; {hint}")
     try:

@@ -110,7 +110,8 @@ class Progress:
         if now - self.last >= self.every and i + 1 < self.total:
             self.last = now
             rate = self.seen / (now - self.start)
-            print(f"  batch {i + 1}/{self.total}  loss {loss_fn():.4f}  {rate:.0f} img/s", flush=True)
+            print(f"  batch {i + 1}/{self.total}  loss {loss_fn():.4f}  {rate:.0f} img/s",
+                  flush=True)
 
 
 def hms(seconds):

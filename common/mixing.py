@@ -31,7 +31,8 @@ def mix(x, y, num_classes, rng, mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, swi
     if not (use_mixup or use_cutmix) or rng.random() >= prob:
         return x, target
     cutmix = use_cutmix and (not use_mixup or rng.random() < switch_prob)
-    lam = float(rng.beta(cutmix_alpha, cutmix_alpha) if cutmix else rng.beta(mixup_alpha, mixup_alpha))
+    alpha = cutmix_alpha if cutmix else mixup_alpha
+    lam = float(rng.beta(alpha, alpha))
     perm = torch.from_numpy(rng.permutation(len(x))).to(x.device)
     if cutmix:
         H, W = x.shape[-2:]

@@ -44,6 +44,6 @@ def build_scheduler(args, optimizer, steps_per_epoch):
                             div_factor=args.div_factor, final_div_factor=args.final_div_factor)
     if args.scheduler == "cosine":
         return S.CosineAnnealingLR(optimizer, total)
-    if args.scheduler == "cosine-restarts":  # SGDR (Loshchilov & Hutter 2017): cycles of T0, T0*Tmult...
+    if args.scheduler == "cosine-restarts":  # SGDR (Loshchilov & Hutter 2017): T0, T0*Tmult, ...
         return S.CosineAnnealingWarmRestarts(optimizer, args.t0 * steps_per_epoch, args.tmult)
     return S.StepLR(optimizer, args.step_epochs * steps_per_epoch, gamma=args.gamma)

@@ -1,4 +1,5 @@
-"""CIFAR ResNet-18 (He et al. 2016, "Deep Residual Learning for Image Recognition", arXiv:1512.03385).
+"""CIFAR ResNet-18 (He et al. 2016, "Deep Residual Learning for Image Recognition",
+arXiv:1512.03385).
 
 Adapted to 32x32 inputs as in seed 004: the 7x7 stride-2 stem and its max-pool are replaced by one
 3x3 stride-1 conv, so layer1 works at 32x32 and layer4 at 4x4; a dropout of 0.3 sits before the
@@ -76,7 +77,8 @@ def count_flops(model, x):
 
     def hook(m, inp, out):
         if isinstance(m, nn.Conv2d):
-            macs.append(out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
+            k = m.kernel_size[0] * m.kernel_size[1]
+            macs.append(out[0].numel() * m.in_channels // m.groups * k)
         elif isinstance(m, nn.Linear):
             macs.append(m.in_features * m.out_features)
     handles = [m.register_forward_hook(hook) for m in model.modules()

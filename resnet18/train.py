@@ -29,13 +29,17 @@ from common.checkpoint import (CheckpointError, check_compatible, load_checkpoin
                                rng_state, save_checkpoint, set_rng_state)
 from model import resnet18  # noqa: E402
 
-# ---- the recipe: the only part that differs between the three train.py files ---------------------
+# ---- the recipe: the only part that differs between the three train.py files --------------
 ARCH = "resnet18"
 RECIPE = dict(  # seed 004
     epochs=150, batch_size=512, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
     weight_decay=5e-4, scheduler="onecycle", label_smoothing=0.1, cutmix_alpha=1.0,
     mix_prob=0.5,  # seed 004: "applied with some probability"; 0.5 is our choice
-    rotate=15.0, jitter=[0.2, 0.2, 0.2, 0.05], erase_p=0.5, dropout=0.3)
+    rotate=15.0, jitter=[0.2, 0.2, 0.2, 0.05], erase_p=0.5)
+
+
+def add_model_args(g):
+    g.add_argument("--dropout", type=float, default=0.3, help="before the classifier")
 
 
 def build_model(args):
@@ -44,7 +48,7 @@ def build_model(args):
 
 
 plot_curves = plots.training_curves  # loss | accuracy | learning rate
-# ---- everything below is shared by the three train.py files ----------------------------------------
+# ---- everything below is shared by the three train.py files --------------------------------
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -65,7 +69,8 @@ g.add_argument("--weight-decay", type=float)
 g.add_argument("--scheduler", choices=["onecycle", "cosine", "cosine-restarts", "step"])
 g.add_argument("--pct-start", type=float, default=0.3, help="onecycle: warm-up share")
 g.add_argument("--div-factor", type=float, default=25.0, help="onecycle: start lr = lr / this")
-g.add_argument("--final-div-factor", type=float, default=1e4, help="onecycle: end lr = start / this")
+g.add_argument("--final-div-factor", type=float, default=1e4,
+               help="onecycle: end lr = start lr / this")
 g.add_argument("--t0", type=int, default=50, help="cosine-restarts: first cycle, epochs")
 g.add_argument("--tmult", type=int, default=2, help="cosine-restarts: cycle growth")
 g.add_argument("--step-epochs", type=int, default=30, help="step: epochs between lr drops")
@@ -78,8 +83,8 @@ g.add_argument("--mixup-alpha", type=float, default=0.0, help="0 = no Mixup")
 g.add_argument("--cutmix-alpha", type=float, default=0.0, help="0 = no CutMix")
 g.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed")
 g.add_argument("--switch-prob", type=float, default=0.5, help="CutMix share when both alphas > 0")
-g.add_argument("--dropout", type=float, help="before the classifier")
 g.add_argument("--ema", type=float, default=0.0, help="EMA decay per step, e.g. 0.999 (0 = off)")
+add_model_args(parser.add_argument_group("model"))
 g = parser.add_argument_group("augmentation (per image, batched on the device)")
 g.add_argument("--pad", type=int, default=4, help="random crop of the zero-padded image, px")
 g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
@@ -88,7 +93,8 @@ g.add_argument("--translate", type=float, default=0.0, help="max shift, fraction
 g.add_argument("--scale", type=float, nargs=2, default=[1.0, 1.0], metavar=("LO", "HI"))
 g.add_argument("--affine-p", type=float, default=1.0, help="chance of rotate/translate/scale")
 g.add_argument("--jitter", type=float, nargs=4, default=[0.0, 0.0, 0.0, 0.0],
-               metavar=("B", "C", "S", "H"), help="colour jitter: brightness contrast saturation hue")
+               metavar=("B", "C", "S", "H"),
+               help="colour jitter: brightness contrast saturation hue")
 g.add_argument("--erase-p", type=float, default=0.0, help="random erasing probability")
 g.add_argument("--holes-p", type=float, default=0.0, help="coarse dropout probability")
 g.add_argument("--holes", type=int, default=8, help="coarse dropout: squares per image")
@@ -276,7 +282,8 @@ def main(args):
                       f"{i + 1}/{steps}; continue with --resume")
                 return None
         train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
-        results = {name: evaluate(run_model, loader, dtype) for name, loader in eval_loaders.items()}
+        results = {name: evaluate(run_model, loader, dtype)
+                   for name, loader in eval_loaders.items()}
         if ema is not None:
             for name, loader in eval_loaders.items():
                 results[f"ema_{name}"] = evaluate(ema.module, loader, dtype)

@@ -121,7 +121,8 @@ def test_synthetic_is_deterministic_learnable_and_grouped():
     x, y = data.synthetic_cifar100(3000, 1)
     x2, y2 = data.synthetic_cifar100(3000, 1)
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    assert x.shape == (3000, 3, 32, 32) and x.dtype == torch.uint8 and set(y.tolist()) == set(range(100))
+    assert x.shape == (3000, 3, 32, 32) and x.dtype == torch.uint8
+    assert set(y.tolist()) == set(range(100))
     xt, yt = data.synthetic_cifar100(1000, 2)
     assert not torch.equal(xt[:10], x[:10])
     # learnable: even a nearest-class-mean classifier on 8x8 thumbnails is far above chance (1 %)
@@ -144,7 +145,8 @@ def test_augment_identity_crop_and_flip_are_exact():
     out = data.Augment(pad=4, flip=True)(x, g())
     shifts = set()
     for i in range(len(x)):  # each image is one integer crop of the padded image, maybe flipped
-        windows = {(dy, dx): plain[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)}
+        windows = {(dy, dx): plain[i, :, dy:dy + 32, dx:dx + 32]
+                   for dy in range(9) for dx in range(9)}
         hits = [(k, fl) for k, w in windows.items() for fl in (False, True)
                 if torch.allclose(out[i], w.flip(-1) if fl else w, atol=1e-4)]
         assert hits, f"image {i} is not a crop of the padded original"

@@ -136,8 +136,9 @@ def test_bad_input_gets_one_line_errors(trained, tmp_path):
     cases.append((["--resume", tmp_path / "foreign.pt", "--out-dir", tmp_path / "x"],
                   "arch='resnet34'"))
     for extra, message in cases:
-        p = run("resnet18/train.py", *TINY, "--subset", "200", "--epochs", "1",
-                *(extra if "--out-dir" in map(str, extra) else [*extra, "--out-dir", tmp_path / "o"]),
+        if "--out-dir" not in map(str, extra):
+            extra = [*extra, "--out-dir", tmp_path / "o"]
+        p = run("resnet18/train.py", *TINY, "--subset", "200", "--epochs", "1", *extra,
                 check=False)
         err = p.stderr.strip()
         assert p.returncode != 0 and err.startswith("error:") and message in err, (extra, err)
