@@ -44,10 +44,11 @@ def training_curves(m, path, best_epoch=None):
             if k in m and not np.all(np.isnan(m[k])):
                 ax.plot(ep, m[k], label=k.rsplit("_", 1)[0] if ylabel != "learning rate" else k,
                         **style)
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
+        _mark_best(ax, best_epoch)
         ax.set(xlabel="epoch", ylabel=ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ylabel == "loss":
+            _log_if_spiky(ax, m, keys)
+        _epoch_axis(ax, ep)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     save(fig, path)
@@ -146,7 +147,6 @@ def overview_curves(m, path, best_epoch=None):
     """Seed 003's overview: a 2x2 grid of train loss, test loss, train accuracy and test accuracy
     (%) per epoch, with a learning-rate strip underneath. Val and EMA series join the test panels
     when present; a dashed line marks the best epoch."""
-    from matplotlib.ticker import MaxNLocator
     ep = np.asarray(m["epoch"])
     style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}
     fig = Figure(figsize=(12, 9), layout="constrained")
@@ -168,6 +168,8 @@ def overview_curves(m, path, best_epoch=None):
             title += f" (max {m['test_top1'][i]:.2f}% at epoch {ep[i]:.0f})"
         _mark_best(ax, best_epoch)
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
+        if ylabel == "loss":
+            _log_if_spiky(ax, m, keys)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax = fig.add_subplot(grid[2, :])
@@ -177,7 +179,7 @@ def overview_curves(m, path, best_epoch=None):
     ax.set(title="learning rate (at the end of each epoch)", xlabel="epoch", ylabel="lr")
     ax.grid(alpha=0.3)
     for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 2.5"
+        _epoch_axis(ax, ep)
     save(fig, path)
 
 
@@ -186,13 +188,26 @@ def _mark_best(ax, best_epoch):
         ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
 
 
+def _log_if_spiky(ax, m, keys):
+    """Log loss axis when one value dwarfs the rest (an early spike: BN statistics at peak lr)."""
+    ys = np.concatenate([np.asarray(m[k], dtype=float) for k in keys if k in m] or [[]])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    if len(ys) and ys.max() > 10 * ys.min():
+        ax.set_yscale("log")
+
+
+def _epoch_axis(ax, ep):
+    if len(ep) <= 20:  # room around a lone point
+        ax.set_xlim(ep.min() - 0.5, ep.max() + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no "epoch 2.5"
+
+
 def two_panel_curves(m, path, best_epoch=None):
     """Seed 000's figure: loss (left) and accuracy (%, right) per epoch from metrics.npz columns.
 
     A horizontal line marks the best validation top-1 (test top-1 when there is no val split): the
     value at `best_epoch` if given (the epoch best.pt holds), else the column's maximum.
     """
-    from matplotlib.ticker import MaxNLocator
     ep = np.asarray(m["epoch"])
     style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}
     present = lambda k: k in m and not np.all(np.isnan(m[k]))  # noqa: E731
@@ -206,7 +221,9 @@ def two_panel_curves(m, path, best_epoch=None):
             if present(k):
                 ax.plot(ep, m[k], label=k.rsplit("_", 1)[0], **style)
         ax.set(xlabel="epoch", ylabel=ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ylabel == "loss":
+            _log_if_spiky(ax, m, keys)
+        _epoch_axis(ax, ep)
         ax.grid(alpha=0.3)
     split = "val" if present("val_top1") else "test"
     if present(f"{split}_top1"):

@@ -250,6 +250,7 @@ def main(args):
         if partial is not None and epoch == start_epoch:
             sums += torch.tensor(partial, dtype=torch.float64, device=device)
         progress = metrics.Progress(steps, args.progress_every)
+        lr = optimizer.param_groups[0]["lr"]
         for i, (x, y) in enumerate(train_loader.iterate(step0), start=step0):
             rng = np.random.default_rng([args.seed, epoch, i])
             x, target = mixing.mix(x, y, data.NUM_CLASSES, rng, args.mixup_alpha,
@@ -267,6 +268,7 @@ def main(args):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             scaler.step(optimizer)
             scaler.update()
+            lr = optimizer.param_groups[0]["lr"]  # the lr this step used, for the log
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -291,7 +293,7 @@ def main(args):
             raise FloatingPointError(
                 f"the loss became non-finite in epoch {epoch + 1}; nothing of that epoch was saved "
                 f"and {out / 'last.pt'} holds epoch {epoch}: lower --lr or set --clip-grad")
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+        row = {"epoch": epoch + 1, "lr": lr,
                "train_loss": train_loss, "train_acc": train_acc, "time": time.time() - t0}
         for name in ("val", "test", "ema_val", "ema_test"):
             for k in ("loss", "top1", "top5"):

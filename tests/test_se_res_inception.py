@@ -88,9 +88,9 @@ def test_shortcuts_drop_path_schedule_and_init():
                           torch.linspace(0, 0.2, 9))
     assert all(b.dropout.p == 0.1 for b in blocks) and model.dropout.p == 0.4
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
-    w = blocks[8].branch3.body[3].weight  # 3x3 conv, 192 -> 384: std sqrt(2 / fan_out)
+    w = blocks[8].branch3.body[3].weight.detach()  # 3x3 conv, 192 -> 384: std sqrt(2 / fan_out)
     assert abs(float(w.std()) - (2 / (384 * 9)) ** 0.5) < 0.002
-    assert abs(float(model.fc.weight.std()) - 0.01) < 0.001 and not model.fc.bias.any()
+    assert abs(float(model.fc.weight.detach().std()) - 0.01) < 0.001 and not model.fc.bias.any()
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
 
@@ -215,7 +215,9 @@ def test_superclass_accuracy_by_hand():
 
 def test_gradcam_finds_the_last_inception_block():
     gc = load("gradcam")
-    assert gc.auto_layer(M.se_res_inception()) == "inception9"
+    # the factory of the model module gradcam.py imported: isinstance needs that very class
+    factory = gc.ResInceptionBlock.__init__.__globals__["se_res_inception"]
+    assert gc.auto_layer(factory()) == "inception9"
     plain = nn.Sequential()
     for name, m in (("conv", nn.Conv2d(3, 4, 3)), ("features", nn.Conv2d(4, 4, 3)),
                     ("pool", nn.AdaptiveAvgPool2d(1)), ("fc", nn.Flatten())):
@@ -224,31 +226,46 @@ def test_gradcam_finds_the_last_inception_block():
 
 
 # The full network costs 2 GMACs per image (a few img/s on a 2-core CPU), so the CLI runs below
-# use every script unchanged on a network 1/8 as wide: the shim shrinks model.WIDTHS before the
-# script imports it, and the checkpoint's model_args rebuild the same narrow network.
+# use every script unchanged on a network 1/16 as wide with an 8-channel stem: the shim shrinks
+# model.WIDTHS and model.STEM before the scripts import the module, then runs each script as
+# __main__ with its command line, one after the other in one interpreter (torch imports once);
+# every script rebuilds the same narrow network from the checkpoint's model_args.
 SHIM = """import runpy, sys
 sys.path.insert(0, {folder!r})
 import model
-model.WIDTHS = tuple(tuple(max(2, w // 8) for w in ws) for ws in model.WIDTHS)
-sys.argv = [{script!r}] + {args!r}
-runpy.run_path({script!r}, run_name="__main__")
+model.WIDTHS = tuple(tuple(max(2, w // 16) for w in ws) for ws in model.WIDTHS)
+model.STEM = 8
+for script, args in {commands!r}:
+    sys.argv = [script] + args
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise
 """
 
 
-def run(script, *args, shim=True, ok=True):
-    path = str(FOLDER / script)
-    cmd = ([sys.executable, "-c", SHIM.format(folder=str(FOLDER), script=path,
-                                              args=[str(a) for a in args])]
-           if shim else [sys.executable, path, *map(str, args)])
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+def run_narrow(*commands):
+    """Run (script, arg, ...) commands in one interpreter on the narrow network -> the output."""
+    commands = [(str(FOLDER / c[0]), [str(a) for a in c[1:]]) for c in commands]
+    p = subprocess.run([sys.executable, "-c", SHIM.format(folder=str(FOLDER), commands=commands)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout + p.stderr
+
+
+def run(script, *args, ok=True):
+    """`python se_res_inception/<script> args` from the repo root, as a user types it."""
+    p = subprocess.run([sys.executable, str(FOLDER / script), *map(str, args)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
     assert (p.returncode == 0) == ok, p.stdout + p.stderr
     return p.stdout + p.stderr
 
 
 def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     out = tmp_path / "run"
-    log = run("train.py", "--dataset", "synthetic", "--subset", 100, "--batch-size", 50,
-              "--epochs", 1, "--device", "cpu", "--progress-every", 1000, "--out-dir", out)
+    log = run_narrow(("train.py", "--dataset", "synthetic", "--subset", 100, "--batch-size", 50,
+                      "--epochs", 1, "--device", "cpu", "--progress-every", 1000, "--out-dir", out))
     assert "done:" in log
     for f in ("last.pt", "best.pt", "metrics.npz", "metrics.csv", "args.json",
               "training_curves.png"):
@@ -256,18 +273,24 @@ def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     ckpt = torch.load(out / "best.pt", weights_only=True)
     assert ckpt["arch"] == "se_res_inception"
     assert ckpt["model_args"] == {"num_classes": 100, "dropout": 0.4, "block_dropout": 0.2,
-                                  "drop_path": 0.2}
+                                  "drop_path": 0.2}  # the seed's Config and model defaults
     args = json.loads((out / "args.json").read_text())
     assert (args["optimizer"], args["lr"], args["weight_decay"], args["scheduler"]) == (
         "adamw", 1e-3, 5e-4, "cosine")
     assert (args["mix_prob"], args["switch_prob"], args["label_smoothing"]) == (0.5, 0.5, 0.1)
     assert args["mixup_alpha"] > 0 and args["cutmix_alpha"] > 0
     assert (args["rotate"], args["erase_p"], args["jitter"]) == (0.0, 0.0, [0.0] * 4)
+    torch.save(ckpt["model"], tmp_path / "bare.pt")  # a bare state dict: default factory args
 
-    run("evaluate.py", "--checkpoint", out / "best.pt", "--device", "cpu")
+    best = ("--checkpoint", out / "best.pt", "--device", "cpu")
+    log = run_narrow(("evaluate.py", *best),
+                     ("evaluate_superclass.py", *best),
+                     ("evaluate_superclass.py", "--checkpoint", tmp_path / "bare.pt",
+                      "--dataset", "synthetic", "--subset", 100, "--device", "cpu",
+                      "--out-dir", tmp_path / "bare"),
+                     ("gradcam.py", *best, "--num", 4),
+                     ("env_val.py", "--skip-compile", "--device", "cpu"))
     report = json.loads((out / "eval" / "report.json").read_text())
-
-    log = run("evaluate_superclass.py", "--checkpoint", out / "best.pt", "--device", "cpu")
     assert "superclass top-1" in log
     sc = json.loads((out / "superclass" / "superclass.json").read_text())
     assert (out / "superclass" / "superclass_confusion.png").is_file()
@@ -276,30 +299,29 @@ def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     assert len(sc["confusion_row_normalized"]) == 20
     rows = torch.tensor(sc["confusion_counts"]).sum(1)
     assert int(rows.sum()) == sc["images"] == 100
-
-    torch.save(ckpt["model"], tmp_path / "bare.pt")  # a bare state dict: default factory args
-    run("evaluate_superclass.py", "--checkpoint", tmp_path / "bare.pt", "--dataset", "synthetic",
-        "--subset", 100, "--device", "cpu", "--out-dir", tmp_path / "bare")
     bare = json.loads((tmp_path / "bare" / "superclass.json").read_text())
     assert bare["superclass_top1"] == pytest.approx(sc["superclass_top1"])
-
-    log = run("gradcam.py", "--checkpoint", out / "best.pt", "--device", "cpu", "--num", 4)
-    assert "inception9" in log and (out / "gradcam" / "gradcam_grid.png").is_file()
+    assert "Grad-CAM at inception9" in log and (out / "gradcam" / "gradcam_grid.png").is_file()
+    assert "fp32            works" in log and "verdict: CPU only" in log  # env_val.py
 
     (out / "training_curves.png").unlink()
-    log = run("plot_metrics.py", "--run-dir", out, shim=False)
+    log = run("plot_metrics.py", "--run-dir", out)
     assert "1 epochs" in log and (out / "training_curves.png").is_file()
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    log = run("plot_metrics.py", "--run-dir", tmp_path, shim=False, ok=False)
+    log = run("plot_metrics.py", "--run-dir", tmp_path, ok=False)
     assert "error: no metrics.npz" in log and "Traceback" not in log
-    log = run("evaluate_superclass.py", "--checkpoint", tmp_path / "none.pt", shim=False, ok=False)
+    log = run("evaluate_superclass.py", "--checkpoint", tmp_path / "none.pt", ok=False)
     assert "error: no checkpoint" in log and "Traceback" not in log
+    log = run("train.py", "--dataset", "synthetic", "--subset", 100, "--batch-size", 50,
+              "--drop-path", 1.5, "--device", "cpu", "--out-dir", tmp_path / "run", ok=False)
+    assert "error: --drop-path 1.5 is outside [0, 1)" in log and "Traceback" not in log
 
 
-def test_model_summary_and_env_check_run():
-    log = run("model.py", shim=False)
+def test_model_summary(capsys):
+    """What `python se_res_inception/model.py` prints: the seed's get_model_summary()."""
+    n, macs = M.get_model_summary()
+    log = capsys.readouterr().out
+    assert n == 8_955_631 and 1.9e9 < macs < 2.1e9
     assert "8,955,631 parameters" in log and "(1024, 8, 8)" in log and "-> ok" in log
-    log = run("env_val.py", "--skip-compile", "--device", "cpu", shim=False)
-    assert "fp32            works" in log and "verdict:" in log

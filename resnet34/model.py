@@ -1,0 +1,150 @@
+"""CIFAR ResNet-34 (He et al. 2016, "Deep Residual Learning for Image Recognition",
+arXiv:1512.03385).
+
+Two variants for 32x32 inputs, both with the 7x7 stride-2 stem and its max-pool replaced by one 3x3
+stride-1 conv (layer1 works at 32x32, layer4 at 4x4) and a dropout before the classifier:
+- "enhanced" (seed 003, the default): BasicBlock [5, 5, 5, 5], dropout 0.3, 30,032,292 parameters.
+- "standard" (seed 001): the paper's BasicBlock [3, 4, 6, 3], 21,328,292 parameters. Module names
+  follow torchvision, so torchvision's `resnet34(num_classes=100)` with its stem swapped for a 3x3
+  stride-1 conv and its max-pool removed has the same state-dict keys and shapes (dropout has none).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LAYERS = {"enhanced": (5, 5, 5, 5), "standard": (3, 4, 6, 3)}  # BasicBlocks per stage
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a shortcut; a 1x1 stride-s conv projects it when the shape changes."""
+    expansion = 1
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    def __init__(self, layers=(3, 4, 6, 3), num_classes=100, dropout=0.3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # CIFAR stem: no stride, no max-pool
+        self.bn1 = nn.BatchNorm2d(64)
+        widths, self.in_planes = (64, 128, 256, 512), 64
+        self.layer1 = self._make_layer(widths[0], layers[0], stride=1)
+        self.layer2 = self._make_layer(widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(widths[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(widths[3], layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(512, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, planes, blocks, stride):
+        layers = [BasicBlock(self.in_planes, planes, stride)]
+        self.in_planes = planes
+        layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):                       # (B, 3, 32, 32)
+        x = F.relu(self.bn1(self.conv1(x)))     # (B, 64, 32, 32)
+        x = self.layer1(x)                      # (B, 64, 32, 32)
+        x = self.layer2(x)                      # (B, 128, 16, 16)
+        x = self.layer3(x)                      # (B, 256, 8, 8)
+        x = self.layer4(x)                      # (B, 512, 4, 4)
+        x = torch.flatten(self.avgpool(x), 1)   # (B, 512)
+        return self.fc(self.dropout(x))         # (B, num_classes)
+
+
+def resnet34(variant="enhanced", num_classes=100, dropout=0.3):
+    if variant not in LAYERS:
+        raise ValueError(f"unknown ResNet-34 variant {variant!r}; use one of {', '.join(LAYERS)}")
+    return ResNet(LAYERS[variant], num_classes, dropout)
+
+
+def count_flops(model, x):
+    """Multiply-accumulates of one forward pass through the convs and linears, per image."""
+    macs = []
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            macs.append(out[0].numel() * m.in_channels // m.groups * k)
+        elif isinstance(m, nn.Linear):
+            macs.append(m.in_features * m.out_features)
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(x[:1])
+    for h in handles:
+        h.remove()
+    return sum(macs)
+
+
+def summary(model, name="CIFAR ResNet-34"):
+    """Parameters, FLOPs, output shape, parameters and receptive field per block."""
+    x = torch.zeros(1, 3, 32, 32)
+    n = sum(p.numel() for p in model.parameters())
+    macs = count_flops(model, x)
+    print(f"{name}: {n:,} parameters, {macs / 1e6:.1f} M MACs "
+          f"({2 * macs / 1e9:.2f} GFLOPs) per 32x32 image")
+    print(f"{'stage':<8}{'block':<8}{'output':<18}{'params':>12}{'RF':>6}")
+    rf, jump = 1, 1  # RF_l = RF_(l-1) + (k-1) * jump_(l-1);  jump_l = jump_(l-1) * stride
+    with torch.no_grad():
+        x = F.relu(model.bn1(model.conv1(x)))
+        rf += 2 * jump
+        params = sum(p.numel() for p in (*model.conv1.parameters(), *model.bn1.parameters()))
+        print(f"{'stem':<8}{'conv1':<8}{str(tuple(x.shape[1:])):<18}{params:>12,}{rf:>6}")
+        for s in range(1, 5):
+            for i, block in enumerate(getattr(model, f"layer{s}")):
+                x = block(x)
+                rf += 2 * jump                          # conv1 of the block, 3x3
+                jump *= block.conv1.stride[0]
+                rf += 2 * jump                          # conv2, 3x3 stride 1
+                params = sum(p.numel() for p in block.parameters())
+                print(f"{f'layer{s}':<8}{i:<8}{str(tuple(x.shape[1:])):<18}{params:>12,}{rf:>6}")
+        params = sum(p.numel() for p in model.fc.parameters())
+        print(f"{'head':<8}{'fc':<8}{str((model.fc.out_features,)):<18}{params:>12,}{rf:>6}")
+
+
+def train_speed(model, batch=64, steps=3, warmup=1):
+    """Images per second of a full SGD training step (forward, backward, update) on the CPU."""
+    import time
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
+    model.train()
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+if __name__ == "__main__":
+    import sys
+    for variant in LAYERS:
+        summary(resnet34(variant), f"CIFAR ResNet-34 {variant} {list(LAYERS[variant])}")
+        print()
+    if "--speed" in sys.argv[1:]:  # CPU training throughput, batch 64, 3 steps after 1 warm-up
+        torch.manual_seed(0)
+        for variant in LAYERS:
+            rate = train_speed(resnet34(variant))
+            print(f"{variant}: {rate:.1f} img/s per CPU training step (batch 64, "
+                  f"{torch.get_num_threads()} threads, torch {torch.__version__})")

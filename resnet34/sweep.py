@@ -1,0 +1,174 @@
+"""A small hyper-parameter sweep of resnet34/train.py (seed 001's "hyperparameter tuning").
+
+Runs one short training per (lr, weight decay) pair of the grid, each with train.py's main() in
+this process and its own run dir, then overlays their loss and accuracy curves in sweep.png and
+writes the table of final figures to sweep.md and sweep.json. Flags this script does not know go
+to train.py unchanged, after the sweep's own defaults (--epochs 10 --subset 5000 --target-acc 0
+--save-every 0), so any of them can be overridden. A finished run is reused, an interrupted one
+resumed; a run whose loss turns non-finite is reported as diverged and the sweep goes on.
+
+    python resnet34/sweep.py --lrs 0.03 0.1 0.3 --weight-decays 5e-4 1e-3 --variant standard
+    python resnet34/sweep.py --dataset synthetic --subset 200 --epochs 2 --batch-size 50 \\
+        --lrs 0.01 0.1 --weight-decays 5e-4                            # CPU, a few minutes
+"""
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
+
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from common import plots  # noqa: E402
+from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from common.data import DataError  # noqa: E402
+from common.metrics import MetricsTracker  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Other flags go to "
+                                 "resnet34/train.py (see its --help).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                 allow_abbrev=False)  # else train's --lr would read as --lrs
+parser.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3],
+                    help="peak learning rates")
+parser.add_argument("--weight-decays", type=float, nargs="+", default=[5e-4, 1e-3])
+parser.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "sweep"),
+                    help="one run dir per pair inside, plus sweep.png/.md/.json")
+SWEEP_DEFAULTS = ["--epochs", "10", "--subset", "5000", "--target-acc", "0", "--save-every", "0"]
+
+
+def load_train():
+    """resnet34/train.py as a module, under a unique name (every folder has a train.py), with
+    this folder first on sys.path so that its `from model import resnet34` finds ours."""
+    sys.path.insert(0, str(HERE))
+    sys.modules.pop("model", None)  # another folder's model.py may sit there under that name
+    try:
+        spec = importlib.util.spec_from_file_location("resnet34_train", HERE / "train.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(HERE))
+        sys.modules.pop("model", None)
+    return module
+
+
+def run_one(train, argv, run_dir):
+    """Train one configuration (or reuse/resume it) -> (status, seconds)."""
+    t0 = time.time()
+    argv = argv + ["--out-dir", str(run_dir)]
+    if (run_dir / "last.pt").exists():
+        ck = load_checkpoint(run_dir / "last.pt")
+        if ck["epoch"] >= ck["args"]["epochs"] and ck.get("partial") is None:
+            print(f"reusing the finished run in {run_dir}")
+            return "done (reused)", 0.0
+        argv = argv + ["--resume"]
+    try:
+        summary = train.main(train.parse_args(argv))
+    except FloatingPointError as e:
+        print(f"diverged: {e}")
+        return "diverged", time.time() - t0
+    return ("done" if summary is not None else "interrupted"), time.time() - t0
+
+
+def final_row(lr, wd, status, seconds, run_dir):
+    row = {"lr": lr, "weight_decay": wd, "status": status, "seconds": round(seconds, 1),
+           "epochs": 0, "train_loss": None, "test_loss": None, "test_top1": None,
+           "best_test_top1": None, "best_epoch": None, "run_dir": str(run_dir)}
+    if not (run_dir / "metrics.npz").exists():
+        return row, None
+    m = MetricsTracker.load(run_dir)
+    best = int(np.nanargmax(m["test_top1"]))
+    row.update(epochs=int(m["epoch"][-1]), train_loss=float(m["train_loss"][-1]),
+               test_loss=float(m["test_loss"][-1]), test_top1=float(m["test_top1"][-1]),
+               best_test_top1=float(m["test_top1"][best]), best_epoch=int(m["epoch"][best]))
+    return row, m
+
+
+def table(rows):
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    lines = ["| lr | weight decay | epochs | final train loss | final test loss | final test top-1 "
+             "(%) | best test top-1 (%) @ epoch | time (s) | status |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        best = "-" if r["best_epoch"] is None else f"{r['best_test_top1']:.2f} @ {r['best_epoch']}"
+        lines.append(f"| {r['lr']:g} | {r['weight_decay']:g} | {r['epochs']} | "
+                     f"{fmt(r['train_loss'], '.4f')} | {fmt(r['test_loss'], '.4f')} | "
+                     f"{fmt(r['test_top1'], '.2f')} | {best} | {r['seconds']:.0f} | "
+                     f"{r['status']} |")
+    return "\n".join(lines)
+
+
+def plot(curves, path, title):
+    """Loss (train solid, test dashed) and accuracy (test solid, train dashed), one colour each."""
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for k, (label, m) in enumerate(curves):
+        c = f"C{k % 10}"
+        style = {"marker": "o", "markersize": 3} if len(m["epoch"]) < 30 else {}
+        left.plot(m["epoch"], m["train_loss"], color=c, label=label, **style)
+        left.plot(m["epoch"], m["test_loss"], color=c, ls="--", **style)
+        right.plot(m["epoch"], m["test_top1"], color=c, label=label, **style)
+        right.plot(m["epoch"], m["train_acc"], color=c, ls="--", alpha=0.6, **style)
+    losses = np.concatenate([np.r_[m["train_loss"], m["test_loss"]] for _, m in curves])
+    if np.nanmax(losses) > 10 * np.nanmin(losses):  # one blown-up run would flatten the others
+        left.set_yscale("log")
+    left.set(title="loss (solid: train, dashed: test)", xlabel="epoch", ylabel="loss")
+    right.set(title="top-1 accuracy (solid: test, dashed: train vs the dominant label)",
+              xlabel="epoch", ylabel="top-1 (%)")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in (left, right):
+        ax.legend(fontsize=8, ncol=2 if len(curves) > 6 else 1, loc="best")
+    fig.suptitle(title)
+    plots.save(fig, path)
+
+
+def main(argv=None):
+    args, rest = parser.parse_known_args(argv)
+    if not args.lrs or not args.weight_decays or min(args.lrs) <= 0 or min(args.weight_decays) < 0:
+        raise ValueError("--lrs must be positive and --weight-decays non-negative")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_train()
+    train.parse_args(SWEEP_DEFAULTS + rest)  # bad train flags fail now, not after the first run
+    rows, curves = [], []
+    grid = [(lr, wd) for lr in args.lrs for wd in args.weight_decays]
+    for n, (lr, wd) in enumerate(grid, 1):
+        print(f"== sweep {n}/{len(grid)}: lr {lr:g}, weight decay {wd:g}", flush=True)
+        run_dir = out / f"lr{lr:g}_wd{wd:g}"
+        status, seconds = run_one(train, SWEEP_DEFAULTS + rest + ["--lr", str(lr),
+                                                                  "--weight-decay", str(wd)],
+                                  run_dir)
+        row, m = final_row(lr, wd, status, seconds, run_dir)
+        rows.append(row)
+        if m is not None:
+            curves.append((f"lr {lr:g}, wd {wd:g}", m))
+        if status == "interrupted":
+            break
+    md = table(rows)
+    print(md)
+    cfg = train.parse_args(SWEEP_DEFAULTS + rest)
+    title = (f"Sweep: ResNet-34 {cfg.variant}, {cfg.dataset} "
+             f"({cfg.subset or 'all'} images, {cfg.epochs} epochs, {cfg.scheduler})")
+    (out / "sweep.md").write_text(f"# {title}\n\n{md}\n")
+    tmp = out / ".sweep.json.tmp"
+    tmp.write_text(json.dumps({"train_args": SWEEP_DEFAULTS + rest, "runs": rows}, indent=1))
+    os.replace(tmp, out / "sweep.json")
+    if curves:
+        plot(curves, out / "sweep.png", title)
+    print(f"wrote sweep.png, sweep.md and sweep.json to {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DataError, CheckpointError, ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}")

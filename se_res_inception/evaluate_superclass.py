@@ -1,0 +1,108 @@
+"""Superclass accuracy of an SE-Res-Inception V2 checkpoint (seed 000's evaluate_superclass.py).
+
+Each fine prediction is mapped to its superclass through the official CIFAR-100 100 -> 20 map;
+superclass top-1 is printed next to fine top-1, with the share of fine mistakes that stay inside
+the true superclass (near-misses such as maple_tree -> oak_tree) and the accuracy per superclass.
+Writes superclass_confusion.png (row-normalized 20x20, annotated) and superclass.json.
+
+    python se_res_inception/evaluate_superclass.py --checkpoint runs/se_res_inception/best.pt
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `common` resolves from the repo root or from inside the folder
+
+import torch  # noqa: E402
+
+from common import plots, runtime  # noqa: E402
+from common.checkpoint import CheckpointError  # noqa: E402
+from common.data import COARSE_NAMES, FINE_TO_COARSE, DataError  # noqa: E402
+from common.metrics import confusion_matrix  # noqa: E402
+from evaluate import load_model, predict, test_split  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("--checkpoint", default=str(ROOT / "runs/se_res_inception/best.pt"),
+                    help="a training checkpoint or a bare state dict (default factory arguments); "
+                         "default: runs/se_res_inception/best.pt under the repo root")
+parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+parser.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
+parser.add_argument("--dataset", choices=["cifar100", "synthetic"],
+                    help="default: the checkpoint's (cifar100 for a bare state dict)")
+parser.add_argument("--subset", type=int, help="default: the checkpoint's (sets the test size)")
+parser.add_argument("--batch-size", type=int, default=500)
+parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+parser.add_argument("--out-dir", help="default: <checkpoint dir>/superclass")
+
+
+def superclass_accuracy(pred, y, fine_to_coarse=FINE_TO_COARSE):
+    """% of images whose predicted fine class lies in the superclass of the true fine class."""
+    to_coarse = torch.as_tensor(fine_to_coarse)
+    return 100.0 * float((to_coarse[pred] == to_coarse[y]).double().mean())
+
+
+def summed_superclass(probs, fine_to_coarse=FINE_TO_COARSE):
+    """(N, 100) fine probabilities -> (N, 20) superclass probabilities (sums over 5 classes)."""
+    member = torch.zeros(len(fine_to_coarse), max(fine_to_coarse) + 1, dtype=probs.dtype)
+    member[torch.arange(len(fine_to_coarse)), torch.as_tensor(fine_to_coarse)] = 1
+    return probs @ member
+
+
+def main(args):
+    try:
+        device = runtime.pick_device(args.device)
+        model, ckpt = load_model(args.checkpoint, device, args.ema)
+        x, y = test_split(args, ckpt)
+    except (CheckpointError, DataError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    probs = predict(model, x, device, args.batch_size)
+    if probs.shape[1] != len(FINE_TO_COARSE):
+        raise SystemExit(f"error: the model has {probs.shape[1]} classes; superclasses need the "
+                         f"{len(FINE_TO_COARSE)} CIFAR-100 classes")
+    out = Path(args.out_dir or Path(args.checkpoint).parent / "superclass")
+    to_coarse = torch.tensor(FINE_TO_COARSE)
+    pred = probs.argmax(1)
+    fine = 100.0 * float((pred == y).double().mean())
+    coarse = superclass_accuracy(pred, y)
+    summed = 100.0 * float((summed_superclass(probs).argmax(1) == to_coarse[y]).double().mean())
+    wrong = pred != y
+    near = (to_coarse[pred] == to_coarse[y]) & wrong  # wrong class, right superclass
+    within = 100.0 * float(near.sum()) / max(int(wrong.sum()), 1)
+    cm = confusion_matrix(to_coarse[pred], to_coarse[y], len(COARSE_NAMES)).double()
+    support = cm.sum(1)
+    row_norm = cm / support[:, None].clamp(min=1)
+    per_class = {n: (100 * float(row_norm[i, i]) if support[i] else None)
+                 for i, n in enumerate(COARSE_NAMES)}
+
+    print(f"{args.checkpoint} (epoch {ckpt.get('epoch', '?')}): {len(y)} test images")
+    print(f"fine top-1 {fine:.2f}% (chance 1%)  superclass top-1 {coarse:.2f}% (chance 5%)")
+    print(f"superclass top-1 from summed probabilities {summed:.2f}%")
+    print(f"{within:.1f}% of the {int(wrong.sum())} fine mistakes stay inside the true superclass "
+          "(4.0% for a wrong class drawn at random)")
+    seen = sorted(((-a, n) for n, a in per_class.items() if a is not None))  # best first
+    print("best superclasses:  " + ", ".join(f"{n} {-a:.1f}%" for a, n in seen[:5]))
+    print("worst superclasses: " + ", ".join(f"{n} {-a:.1f}%" for a, n in seen[::-1][:5]))
+
+    out.mkdir(parents=True, exist_ok=True)
+    plots.confusion_heatmap(row_norm, COARSE_NAMES, out / "superclass_confusion.png",
+                            f"Superclass confusion (% of the true superclass)\nsuperclass top-1 "
+                            f"{coarse:.2f}%, fine top-1 {fine:.2f}% ({len(y)} test images)",
+                            annotate=True)
+    report = {"checkpoint": str(Path(args.checkpoint).resolve()), "epoch": ckpt.get("epoch"),
+              "weights": "EMA" if args.ema else "model", "images": len(y), "fine_top1": fine,
+              "superclass_top1": coarse, "superclass_top1_summed_probs": summed,
+              "fine_mistakes_within_superclass": within, "per_superclass_top1": per_class,
+              "superclass_names": list(COARSE_NAMES), "confusion_row_normalized": row_norm.tolist(),
+              "confusion_counts": cm.long().tolist()}
+    tmp = out / ".superclass.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, out / "superclass.json")
+    print(f"wrote superclass_confusion.png and superclass.json to {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main(parser.parse_args())

@@ -1,0 +1,238 @@
+"""resnet34/: both variants, both recipes from the command line, the lr range test, the sweep and
+the convolution explorer. ResNet-34 is 21-30 M parameters, so every run here is a few batches."""
+import json
+import re
+import shlex
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from conftest import REPO, TINY, load_module, run
+
+model_mod = load_module(REPO / "resnet34" / "model.py", "resnet34_model")
+lr_find = load_module(REPO / "resnet34" / "lr_find.py", "resnet34_lr_find")
+conv = load_module(REPO / "resnet34" / "conv_explorer.py", "resnet34_conv_explorer")
+evaluate = load_module(REPO / "resnet34" / "evaluate.py", "resnet34_evaluate")
+sweep = load_module(REPO / "resnet34" / "sweep.py", "resnet34_sweep")
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_parameter_counts_of_both_variants():
+    enhanced, standard = model_mod.resnet34("enhanced"), model_mod.resnet34("standard")
+    assert n_params(enhanced) == 30_032_292  # seed 003's figure
+    assert n_params(standard) == 21_328_292
+    assert [len(getattr(enhanced, f"layer{i}")) for i in range(1, 5)] == [5, 5, 5, 5]
+    assert [len(getattr(standard, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    assert enhanced.dropout.p == 0.3
+    assert standard.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(ValueError, match="variant"):
+        model_mod.resnet34("resnet50")
+
+
+def test_standard_variant_is_torchvision_resnet34_with_the_cifar_stem():
+    tv = torchvision.models.resnet34(num_classes=100)
+    tv.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    tv.maxpool = torch.nn.Identity()
+    ours = model_mod.resnet34("standard").state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    tv.load_state_dict(ours)
+    m = model_mod.resnet34("standard").eval()
+    m.load_state_dict(ours)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(m(x), tv.eval()(x), atol=1e-5)
+
+
+def test_evaluate_rebuilds_the_variant_of_a_bare_state_dict(tmp_path):
+    for variant in ("standard", "enhanced"):
+        torch.save(model_mod.resnet34(variant).state_dict(), tmp_path / f"{variant}.pt")
+        model, ckpt = evaluate.load_model(tmp_path / f"{variant}.pt", torch.device("cpu"))
+        assert ckpt["model_args"] == {"variant": variant}
+        assert len(model.layer3) == (6 if variant == "standard" else 5)
+
+
+def readme_command(prefix):
+    """The README's command that starts with `prefix`, backslash continuations joined."""
+    text = (REPO / "resnet34" / "README.md").read_text()
+    m = re.search(re.escape(prefix) + r"(?:[^\n]*\\\n)*[^\n]*", text)
+    assert m, f"README.md has no command starting {prefix!r}"
+    return shlex.split(m.group(0).replace("\\\n", " "))
+
+
+@pytest.fixture(scope="module")
+def seed001(tmp_path_factory):
+    """Seed 001's command from the README, shrunk: 2 epochs, a restart after each of 1 then 2."""
+    out = tmp_path_factory.mktemp("run") / "seed001"
+    argv = readme_command("python resnet34/train.py --variant standard")
+    assert argv[:2] == ["python", "resnet34/train.py"]
+    run(argv[1], *argv[2:], *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "2",
+        "--t0", "1", "--save-every", "1", "--out-dir", out)
+    return out
+
+
+def test_seed001_command_trains_the_standard_variant_with_restarts(seed001):
+    for name in ("last.pt", "best.pt", "epoch_1.pt", "epoch_2.pt", "metrics.npz", "metrics.csv",
+                 "args.json", "training_curves.png"):
+        assert (seed001 / name).is_file(), name
+    ck = torch.load(seed001 / "last.pt", weights_only=True)
+    assert ck["arch"] == "resnet34" and ck["model_args"]["variant"] == "standard"
+    a = ck["args"]
+    assert (a["weight_decay"], a["mixup_alpha"], a["cutmix_alpha"], a["mix_prob"]) == (
+        1e-3, 1, 1, 1)
+    assert (a["nesterov"], a["clip_grad"], a["dropout"], a["holes_p"]) == (False, 0, 0, 0)
+    lr = np.load(seed001 / "metrics.npz")["lr"]
+    # SGDR, T0 1 epoch, Tmult 2: back at the peak after epoch 1, half-way down cycle 2 after epoch 2
+    assert lr[0] == pytest.approx(0.1) and lr[1] == pytest.approx(0.05)
+
+
+def test_seed003_defaults_train_the_enhanced_variant(tmp_path):
+    run("resnet34/train.py", *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "1",
+        "--save-every", "1", "--out-dir", tmp_path)
+    for name in ("last.pt", "best.pt", "epoch_1.pt", "metrics.npz", "training_curves.png"):
+        assert (tmp_path / name).is_file(), name
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ck["model_args"] == {"variant": "enhanced", "num_classes": 100, "dropout": 0.3}
+    a = ck["args"]
+    assert (a["nesterov"], a["lr"], a["pct_start"], a["final_div_factor"]) == (True, 0.1, 0.2, 1e3)
+    assert (a["cutmix_alpha"], a["mix_prob"], a["clip_grad"], a["target_acc"]) == (1, 0.3, 1, 75)
+    assert (a["holes_p"], a["noise_p"], a["affine_p"], a["seed"]) == (0.15, 0.15, 0.5, 1)
+
+
+def test_evaluate_and_gradcam_rebuild_the_checkpoints_variant(seed001, tmp_path):
+    run("resnet34/evaluate.py", "--checkpoint", seed001 / "best.pt", "--device", "cpu",
+        "--out-dir", tmp_path / "eval")
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["images"] == 100 and 0 <= report["top1"] <= report["top5"] <= 100
+    p = run("resnet34/gradcam.py", "--checkpoint", seed001 / "best.pt", "--device", "cpu",
+            "--num", "2", "--out-dir", tmp_path / "cam")
+    assert "layer4.2" in p.stdout  # the standard variant's last block
+    for name in ("gradcam_grid.png", "gradcam_2x3.png"):
+        assert (tmp_path / "cam" / name).is_file(), name
+
+
+def test_lr_suggestions_on_a_known_curve():
+    lrs = np.geomspace(1e-5, 10, 120)
+    x = np.log10(lrs)
+    loss = 4.6 - np.tanh(2 * (x + 2)) + np.where(x > -0.5, 3 * (x + 0.5) ** 2, 0)
+    steepest, min10 = lr_find.suggest(lrs, loss.tolist())
+    assert steepest == pytest.approx(1e-2, rel=0.15)   # where tanh falls fastest
+    assert min10 == pytest.approx(lrs[np.argmin(loss)] / 10)
+    flat_then_up = 4.6 + np.maximum(x, 0)  # never falls: no steepest descent, min/10 remains
+    assert lr_find.suggest(lrs, flat_then_up.tolist())[0] is None
+
+
+def test_centred_average_does_not_lag():
+    trend = np.linspace(5.0, 4.0, 40)
+    smooth = lr_find.centred_average(trend, 7)
+    assert np.allclose(smooth[3:-3], trend[3:-3])  # an EMA would sit 1/(1-beta) steps behind
+    assert lr_find.centred_average([1.0, 3.0, 2.0], 3).tolist() == [2.0, 2.0, 2.5]
+
+
+def tiny_model(variant="enhanced", num_classes=100, dropout=0.0):
+    """Stands in for the 21-30 M parameter ResNet-34 where a test is about the script around it."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, num_classes))
+
+
+def test_lr_find_stops_on_divergence_and_writes_its_figure(tmp_path, monkeypatch):
+    monkeypatch.setattr(lr_find, "resnet34", tiny_model)
+    args = lr_find.parser.parse_args([*TINY, "--subset", "200", "--batch-size", "20", "--steps",
+                                      "80", "--end-lr", "100", "--out-dir", str(tmp_path)])
+    result = lr_find.main(args)
+    assert result["diverged"] and result["steps_run"] < 80  # lr 100 blows any model up
+    saved = json.loads((tmp_path / "lr_find.json").read_text())
+    assert len(saved["lr"]) == len(saved["smoothed_loss"]) == saved["steps_run"]
+    assert saved["lr"][0] == pytest.approx(1e-5) and np.all(np.diff(saved["lr"]) > 0)
+    assert saved["suggested_lr"] is None or 1e-5 <= saved["suggested_lr"] <= 100
+    assert (tmp_path / "lr_find.png").stat().st_size > 10_000
+
+
+def test_sweep_overlays_runs_and_tabulates_them(tmp_path, monkeypatch, capsys):
+    load_train = sweep.load_train
+
+    def with_tiny_model():
+        train = load_train()
+        train.resnet34 = tiny_model
+        return train
+    monkeypatch.setattr(sweep, "load_train", with_tiny_model)
+    monkeypatch.setattr("signal.signal", lambda *a: None)  # train.main's Ctrl-C handler
+    assert sweep.parser.parse_known_args(["--lr", "1"])[1] == ["--lr", "1"]  # train's, not --lrs
+    argv = [*TINY, "--subset", "100", "--batch-size", "25", "--epochs", "2", "--lrs", "0.01",
+            "0.1", "--weight-decays", "5e-4", "--out-dir", str(tmp_path)]
+    rows = sweep.main(argv)
+    assert [(r["lr"], r["status"], r["epochs"]) for r in rows] == [(0.01, "done", 2),
+                                                                   (0.1, "done", 2)]
+    saved = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+    assert [r["test_top1"] for r in saved] == [r["test_top1"] for r in rows]
+    assert (tmp_path / "lr0.01_wd0.0005" / "last.pt").is_file()
+    assert (tmp_path / "sweep.png").is_file()
+    assert "| 0.1 | 0.0005 | 2 |" in (tmp_path / "sweep.md").read_text()
+    capsys.readouterr()
+    sweep.main(argv)  # a second call retrains nothing
+    assert capsys.readouterr().out.count("reusing the finished run") == 2
+
+
+def test_output_size_formula_matches_conv2d():
+    x = {n: torch.zeros(1, 1, n, n) for n in (5, 8, 32)}
+    checked = 0
+    for n in x:
+        for k in (1, 2, 3, 5, 7):
+            for s in (1, 2, 3):
+                for p in (0, 1, 3):
+                    for d in (1, 2, 4):
+                        want = conv.out_size(n, k, s, p, d)
+                        w = torch.zeros(1, 1, k, k)
+                        if want <= 0:
+                            with pytest.raises(RuntimeError):
+                                F.conv2d(x[n], w, stride=s, padding=p, dilation=d)
+                            continue
+                        got = F.conv2d(x[n], w, stride=s, padding=p, dilation=d).shape[-1]
+                        assert got == want, (n, k, s, p, d)
+                        checked += 1
+    assert checked > 300
+
+
+def test_hand_made_kernels_for_any_odd_size():
+    for k in (1, 3, 5, 9):
+        assert conv.make_kernel("blur", k).sum() == pytest.approx(1)
+        assert conv.make_kernel("edge", k).sum() == pytest.approx(0, abs=1e-6)
+        assert conv.make_kernel("sharpen", k).sum() == pytest.approx(1)
+        assert conv.make_kernel("random", k, seed=1).shape == (k, k)
+    assert conv.make_kernel("emboss", 3).tolist() == [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]
+    assert torch.allclose(9 * conv.make_kernel("edge", 3),
+                          torch.tensor([[-1., -1, -1], [-1, 8, -1], [-1, -1, -1]]))
+    with pytest.raises(ValueError, match="odd"):
+        conv.make_kernel("edge", 4)
+
+
+def test_conv_explorer_figure_from_a_dataset_image_and_a_checkpoint_filter(seed001, tmp_path):
+    p = run("resnet34/conv_explorer.py", "--dataset", "synthetic", "--index", "3", "--kernel",
+            "emboss", "--out-dir", tmp_path / "a")
+    sizes = re.findall(r"= (\d+) \(x \d+\), conv2d gave (\d+)x", p.stdout)
+    assert len(sizes) == 6 and all(a == b for a, b in sizes)
+    assert (tmp_path / "a" / "conv_explorer.png").is_file()
+    p = run("resnet34/conv_explorer.py", "--dataset", "synthetic", "--kernel", "first-layer",
+            "--checkpoint", seed001 / "best.pt", "--filter", "63", "--strides", "1", "2",
+            "--paddings", "1", "--dilations", "1", "--out-dir", tmp_path / "b")
+    assert "conv2d gave 32x32" in p.stdout and "conv2d gave 16x16" in p.stdout
+    assert (tmp_path / "b" / "conv_explorer.png").is_file()
+
+
+def test_bad_input_gets_one_line_errors(seed001, tmp_path):
+    cases = [("resnet34/conv_explorer.py", "--dataset", "synthetic", "--index", "100000"),
+             ("resnet34/conv_explorer.py", "--dataset", "synthetic", "--kernel-sizes", "3", "5",
+              "--strides", "1", "2", "3"),
+             ("resnet34/conv_explorer.py", "--dataset", "synthetic", "--kernel", "first-layer",
+              "--checkpoint", seed001 / "best.pt", "--filter", "64"),
+             ("resnet34/lr_find.py", *TINY, "--start-lr", "1", "--end-lr", "0.1"),
+             ("resnet34/sweep.py", *TINY, "--lrs", "-1")]
+    for script, *args in cases:
+        p = run(script, *args, "--out-dir", tmp_path, check=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, (args, p.stderr)
+        assert p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
