@@ -40,6 +40,12 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     total = args.epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
     if args.scheduler == "onecycle":
+        warmup = args.pct_start * total
+        if warmup < 2 or total - warmup < 2:  # torch divides by a phase's length in steps
+            raise ValueError(f"onecycle needs at least 2 steps of warm-up and of decay, and "
+                             f"--pct-start {args.pct_start} of {total} steps leaves "
+                             f"{warmup:.1f} / {total - warmup:.1f}: raise --epochs or --subset, "
+                             "or lower --batch-size")
         return S.OneCycleLR(optimizer, args.lr, total_steps=total, pct_start=args.pct_start,
                             div_factor=args.div_factor, final_div_factor=args.final_div_factor)
     if args.scheduler == "cosine":
