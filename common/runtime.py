@@ -40,12 +40,10 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     total = args.epochs * steps_per_epoch
     S = torch.optim.lr_scheduler
     if args.scheduler == "onecycle":
-        warmup = args.pct_start * total
-        if warmup < 2 or total - warmup < 2:  # torch divides by a phase's length in steps
-            raise ValueError(f"onecycle needs at least 2 steps of warm-up and of decay, and "
-                             f"--pct-start {args.pct_start} of {total} steps leaves "
-                             f"{warmup:.1f} / {total - warmup:.1f}: raise --epochs or --subset, "
-                             "or lower --batch-size")
+        if float(args.pct_start * total) - 1 == 0:  # torch's warm-up phase would span 0 steps
+            raise ValueError(f"--pct-start {args.pct_start} of {total} steps is exactly one "
+                             "warm-up step, which OneCycleLR cannot schedule: change --epochs, "
+                             "--subset or --batch-size")
         return S.OneCycleLR(optimizer, args.lr, total_steps=total, pct_start=args.pct_start,
                             div_factor=args.div_factor, final_div_factor=args.final_div_factor)
     if args.scheduler == "cosine":
