@@ -133,8 +133,8 @@ RANGES = {"epochs": (1, 10**6), "batch_size": (1, 10**6), "subset": (0, 10**8),
           "mix_prob": (0, 1), "switch_prob": (0, 1), "dropout": (0, 0.99), "ema": (0, 0.999999),
           "pad": (0, 16), "rotate": (0, 180), "translate": (0, 0.5), "affine_p": (0, 1),
           "erase_p": (0, 1), "holes_p": (0, 1), "holes": (1, 64), "hole_size": (1, 32),
-          "noise_p": (0, 1), "clip_grad": (0, 1e6), "target_acc": (0, 100), "pct_start": (0.01, 0.99),
-          "t0": (1, 10**6), "tmult": (1, 100), "step_epochs": (1, 10**6), "save_every": (0, 10**6)}
+          "noise_p": (0, 1), "clip_grad": (0, 1e6), "target_acc": (0, 100),
+          "pct_start": (0.01, 0.99), "t0": (1, 10**6), "tmult": (1, 100), "step_epochs": (1, 10**6), "save_every": (0, 10**6)}
 
 
 def parse_args(argv=None):
