@@ -169,6 +169,8 @@ def load_splits(dataset, data_dir, subset=0, val_split=0, download=True):
         permutation, so a small run still sees every class.
     val_split: carve this many images from the training set as a fixed validation set.
     """
+    if subset < 0:
+        raise DataError(f"--subset {subset}: use 0 (every image) or a positive count")
     if dataset == "synthetic":
         n_train = subset or 50_000
         train, test = synthetic_cifar100(n_train, 1), synthetic_cifar100(max(n_train // 5, 100), 2)
@@ -323,6 +325,8 @@ class Loader:
         self.x, self.y = split[0].to(device), split[1].to(device)
         self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
         self.seed, self.drop_last, self.epoch = seed, drop_last, 0
+        if batch_size < 1:
+            raise DataError(f"batch size {batch_size}: use at least 1")
         if drop_last and len(self.x) < batch_size:
             raise DataError(f"batch size {batch_size} exceeds the {len(self.x)} training images; "
                             "lower --batch-size or raise --subset")

@@ -137,6 +137,8 @@ def analyse(probs, y, names):
 
 def main(args):
     try:
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size {args.batch_size}: use at least 1")
         device = runtime.pick_device(args.device)
         model, ckpt = load_model(args.checkpoint, device, args.ema)
         if args.image:

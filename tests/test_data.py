@@ -152,3 +152,7 @@ def test_loader_replays_an_epoch_from_any_batch():
     assert not torch.equal(next(iter(loader))[1], full[0][1])
     with pytest.raises(data.DataError, match="lower --batch-size"):
         data.Loader(split, 500, "cpu", shuffle=True, drop_last=True)
+    with pytest.raises(data.DataError, match="at least 1"):
+        data.Loader(split, 0, "cpu")
+    with pytest.raises(data.DataError, match="--subset -5"):
+        data.load_splits("synthetic", None, subset=-5)
