@@ -1,13 +1,17 @@
-"""Accuracy, confusion matrix, per-class and calibration figures, the per-epoch metrics file,
-and the progress lines printed while training (plain lines, readable in a log file)."""
+"""Accuracy, confusion matrix, per-class and calibration figures, the evaluation report that
+every evaluate.py writes, the per-epoch metrics file, and the progress lines printed while
+training (plain lines, readable in a log file)."""
 import csv
+import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def topk_correct(logits, y, ks=(1, 5)):
@@ -129,3 +133,41 @@ def epoch_line(epoch, epochs, row, seconds, eta):
                          f" top5 {row[f'{split}_top5']:.2f}%")
     parts += [f"{seconds:.1f}s", f"ETA {hms(eta)}"]
     return "  ".join(parts)
+
+
+def analyse(probs, y, names):
+    """All the figures of report.json, from test probabilities (N, C) and labels (N,)."""
+    C = probs.shape[1]
+    conf, pred = probs.max(1)
+    top1, top5 = (100 * k / len(y) for k in topk_correct(probs, y, (1, 5)))
+    cm = confusion_matrix(pred, y, C)
+    rep = per_class_report(cm)
+    ece, bin_conf, bin_acc, bin_count = calibration(conf, pred == y, bins=15)
+    acc = 100 * rep["recall"]
+
+    def ranked(descending):  # ten classes that have test images; ties in class order
+        order = acc.argsort(descending=descending, stable=True).tolist()
+        return [(names[c], float(acc[c])) for c in order if rep["support"][c] > 0][:10]
+    off = cm.clone().fill_diagonal_(0).view(-1)
+    pairs = [(names[i // C], names[i % C], int(off[i]))
+             for i in off.argsort(descending=True, stable=True)[:10].tolist() if off[i] > 0]
+    return {"images": len(y), "top1": top1, "top5": top5,
+            "loss": float(F.nll_loss(probs.clamp(min=1e-12).log(), y)),  # of the averaged softmax
+            "ece": ece, "best_classes": ranked(True), "worst_classes": ranked(False),
+            "confused_pairs": pairs,
+            **{k: v for k, v in rep.items() if not torch.is_tensor(v)},  # macro_/weighted_ P, R, F1
+            "classes": list(names),
+            **{f"per_class_{k}": rep[k].tolist() for k in ("precision", "recall", "f1", "support")},
+            "calibration_bins": {"confidence": [None if v != v else v for v in bin_conf.tolist()],
+                                 "accuracy": [None if v != v else v for v in bin_acc.tolist()],
+                                 "count": bin_count.tolist()},  # None: empty bin (JSON has no NaN)
+            "confusion_matrix": cm.tolist()}
+
+
+def write_json(obj, path):
+    """Indented JSON with each innermost list on one line (a 100x100 matrix is 100 lines)."""
+    text = json.dumps(obj, indent=1)
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)  # a reader never sees half a report

@@ -7,9 +7,6 @@ precision/recall/F1 and the expected calibration error; writes report.json and t
     python se_res_inception/evaluate.py --image photo.jpg
 """
 import argparse
-import json
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -18,14 +15,12 @@ sys.path.insert(0, str(ROOT))  # `common` resolves from the repo root or from in
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from common import plots, runtime  # noqa: E402
 from common.checkpoint import CheckpointError, load_checkpoint, model_state  # noqa: E402
 from common.data import (COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, DataError,  # noqa: E402
                          Loader, load_splits)
-from common.metrics import (calibration, confusion_matrix, per_class_report,  # noqa: E402
-                            topk_correct)
+from common.metrics import analyse, confusion_matrix, write_json  # noqa: E402
 from model import se_res_inception  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -106,35 +101,6 @@ def classify_image(model, path, device, tta):
         print(f"  {100 * prob:6.2f}%  {FINE_NAMES[c] if len(p) == 100 else c}")
 
 
-def analyse(probs, y, names):
-    """All the figures of report.json, from test probabilities (N, C) and labels (N,)."""
-    C = probs.shape[1]
-    conf, pred = probs.max(1)
-    top1, top5 = (100 * k / len(y) for k in topk_correct(probs, y, (1, 5)))
-    cm = confusion_matrix(pred, y, C)
-    rep = per_class_report(cm)
-    ece, bin_conf, bin_acc, bin_count = calibration(conf, pred == y, bins=15)
-    acc = 100 * rep["recall"]
-
-    def ranked(descending):  # ten classes that have test images; ties in class order
-        order = acc.argsort(descending=descending, stable=True).tolist()
-        return [(names[c], float(acc[c])) for c in order if rep["support"][c] > 0][:10]
-    off = cm.clone().fill_diagonal_(0).view(-1)
-    pairs = [(names[i // C], names[i % C], int(off[i]))
-             for i in off.argsort(descending=True, stable=True)[:10].tolist() if off[i] > 0]
-    return {"images": len(y), "top1": top1, "top5": top5,
-            "loss": float(F.nll_loss(probs.clamp(min=1e-12).log(), y)),  # of the averaged softmax
-            "ece": ece, "best_classes": ranked(True), "worst_classes": ranked(False),
-            "confused_pairs": pairs,
-            **{k: v for k, v in rep.items() if not torch.is_tensor(v)},  # macro_/weighted_ P, R, F1
-            "classes": list(names),
-            **{f"per_class_{k}": rep[k].tolist() for k in ("precision", "recall", "f1", "support")},
-            "calibration_bins": {"confidence": [None if v != v else v for v in bin_conf.tolist()],
-                                 "accuracy": [None if v != v else v for v in bin_acc.tolist()],
-                                 "count": bin_count.tolist()},  # None: empty bin (JSON has no NaN)
-            "confusion_matrix": cm.tolist()}
-
-
 def main(args):
     try:
         if args.batch_size < 1:
@@ -189,15 +155,6 @@ def main(args):
          "Most confident mistakes" if len(wrong) else "No mistakes")
     print(f"wrote report.json and plots to {out}")
     return r
-
-
-def write_json(obj, path):
-    """Indented JSON with each innermost list on one line (a 100x100 matrix is 100 lines)."""
-    text = json.dumps(obj, indent=1)
-    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # a reader never sees half a report
 
 
 def grid(x, y, pred, conf, idx, names, path, suptitle):
