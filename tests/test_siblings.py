@@ -23,3 +23,10 @@ def test_train_py_is_a_sibling_of_resnet18(folder):
     ours, theirs = shared_part("resnet18"), shared_part(folder)
     diff = [f"{i}: {a!r} != {b!r}" for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
     assert not diff and len(ours) == len(theirs), "\n".join(diff[:5])
+
+
+@pytest.mark.parametrize("folder", FOLDERS[1:])
+def test_evaluate_py_differs_only_in_how_it_rebuilds_the_model(folder):
+    """Everything after load_model (the data, prediction, report and plots) is the same code."""
+    tail = lambda f: (REPO / f / "evaluate.py").read_text().split("\ndef test_split")[1]  # noqa
+    assert tail(folder) == tail("resnet18")
