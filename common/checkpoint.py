@@ -1,8 +1,25 @@
-"""Checkpoints that survive crashes and load without unpickling code.
+"""Checkpoints that survive crashes, load without unpickling code, and rebuild their model.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it loads with
-`torch.load(..., weights_only=True)`. It carries the architecture name and the factory arguments,
-so evaluate.py and gradcam.py rebuild the model from the file alone.
+`torch.load(..., weights_only=True)`. train.py writes it (rank 0 only, atomically); its keys:
+
+    arch, num_classes,    the run's fingerprint: --resume refuses a checkpoint whose fingerprint
+    dataset, model_args   differs (check_compatible); load_model rebuilds factory(**model_args)
+    model                 state dict of the bare network (never a DDP or torch.compile wrapper)
+    ema                   AveragedModel state dict ("module."-prefixed + n_averaged), or None
+    optimizer, scheduler, scaler      state dicts, read by --resume
+    epoch                 epochs finished
+    step                  optimizer steps of epoch `epoch` + 1 already taken: 0 at an epoch's
+                          end, > 0 when Ctrl-C stopped the run inside an epoch
+    running_sums          [loss x images, correct, images] of that unfinished epoch, else None
+    tracker               {"rows": [one dict per finished epoch]}: metrics.npz rebuilt on resume
+    best                  {"epoch", "top1", "split"}: what best.pt holds and why
+    args                  every flag of the run: --resume restores the ones not given again,
+                          evaluate.py / gradcam.py / app.py find the data and model from them
+    rng                   Python, numpy, torch (and CUDA) generator states
+
+load_model also reads two other layouts: a bare state dict (the factory's default arguments) and
+the `{"model_state_dict": ...}` dicts the source projects save (seeds 000 and 003).
 """
 import os
 import random
@@ -54,13 +71,58 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def model_state(ckpt):
-    """The state dict inside a full checkpoint, or the file itself if it is a bare state dict."""
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        return ckpt["model"]
-    if isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
-        return ckpt
-    raise CheckpointError("the file holds neither a training checkpoint nor a state dict")
+def load_model(path, factory, ema=False, args_of_state=None):
+    """Rebuild `factory(**model_args)` from a checkpoint -> (model in eval mode on the CPU, the
+    checkpoint as a dict in this module's layout). The checkpoint's arch must be the factory's
+    name. ema: the EMA weights instead. args_of_state(state_dict) -> model_args, for files that
+    carry no model_args (a bare state dict); without it they get the factory's defaults."""
+    arch = factory.__name__
+    ckpt = load_checkpoint(path)
+    if not (isinstance(ckpt, dict) and "arch" in ckpt and "model" in ckpt):
+        state = model_weights(ckpt, path)
+        model_args = args_of_state(state) if args_of_state else {}
+        ckpt = {"arch": arch, "model_args": model_args, "args": {}, "model": state}
+    if ckpt["arch"] != arch:
+        raise CheckpointError(f"{path} holds a {ckpt['arch']!r} model; use the scripts of that "
+                              f"model's folder (these rebuild {arch})")
+    state = ckpt["model"]
+    if ema:
+        if not ckpt.get("ema"):
+            raise CheckpointError(f"{path} has no EMA weights; drop --ema or train with --ema")
+        # AveragedModel keeps the network under "module." next to its "n_averaged" counter
+        state = {k[7:]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    model = factory(**ckpt.get("model_args", {}))
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state]
+    extra = [k for k in state if k not in ours]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
+              if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape]
+    if missing or extra or shapes:
+        show = lambda names: ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")  # noqa
+        what = "; ".join(f"{n} {label}: {show(names)}" for label, names, n in (
+            ("missing", missing, len(missing)), ("unexpected", extra, len(extra)),
+            ("of another shape (file vs model)", shapes, len(shapes))) if names)
+        raise CheckpointError(f"{path} does not fit {arch}({ckpt.get('model_args', {})}): "
+                              f"{what}")
+    model.load_state_dict(state)
+    return model.eval(), ckpt
+
+
+def model_weights(obj, path="the file"):
+    """The network's state dict in any of the three layouts: ours ("model"), a bare state dict,
+    {"model_state_dict": ...}; wrapper prefixes ("module." of DataParallel/DDP, "_orig_mod." of
+    torch.compile) removed."""
+    if isinstance(obj, dict) and "arch" in obj and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
+        obj = obj["model_state_dict"]
+    if not (isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values())):
+        raise CheckpointError(f"{path} holds neither a training checkpoint, a state dict nor a "
+                              "{'model_state_dict': ...} dict")
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
 
 
 def check_compatible(ckpt, **expected):

@@ -1,13 +1,10 @@
-"""CIFAR-100 data: constants, the official-file reader, a synthetic stand-in, the batched loader.
+"""CIFAR-100 data: constants, the official-file reader, download, a synthetic stand-in, splits.
 
-Images live as uint8 tensors (N, 3, 32, 32) on the training device. Each batch is augmented in a few
-tensor ops with per-sample random parameters drawn from a generator seeded by (seed, epoch, batch),
-so an epoch replays exactly after a resume and no worker processes are needed on CPU, CUDA or MPS.
+Every split is a pair (uint8 images (N, 3, 32, 32), int64 fine labels (N,)) on the CPU; the
+loader and the augmentation that feed them to a model are in augment.py.
 """
 import io
-import math
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +111,7 @@ def ensure_cifar100(root, download=True):
     """Make sure the official files are in `root`, downloading them with torchvision if absent."""
     folder = Path(root) / "cifar-100-python"
     if all((folder / f).exists() for f in ("train", "test", "meta")):
+        read_meta(root)  # the class names tell CIFAR-100 from a look-alike folder
         return
     hint = (f"put the official cifar-100-python/ folder (train, test, meta) in "
             f"{Path(root).resolve()} or run offline with --dataset synthetic")
@@ -125,6 +123,7 @@ def ensure_cifar100(root, download=True):
         torchvision.datasets.CIFAR100(root, train=True, download=True)  # checks the archive's MD5
     except Exception as e:
         raise DataError(f"CIFAR-100 download failed ({type(e).__name__}: {e}); {hint}") from None
+    read_meta(root)
 
 
 # ----------------------------------------------------------------------------- synthetic stand-in
@@ -196,163 +195,3 @@ def load_splits(dataset, data_dir, subset=0, val_split=0, download=True):
 def _take(split, n, seed):
     order = torch.randperm(len(split[0]), generator=torch.Generator().manual_seed(seed))[:n]
     return tuple(t[order] for t in split)
-
-
-# ----------------------------------------------------------------------------- augmentation
-@dataclass
-class Augment:
-    """Per-sample random augmentation of a uint8 batch, in a handful of batched tensor ops.
-
-    Geometry (crop with zero padding, flip, rotation, shift, zoom) is one affine warp per image;
-    colour jitter is a 3x3 colour matrix per image (hue turns the chroma plane in YIQ space);
-    random erasing (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise
-    are masks. Probabilities are per image.
-    """
-    pad: int = 4                     # random crop of the zero-padded image, px
-    flip: bool = True                # horizontal flip with p 0.5
-    rotate: float = 0.0              # max |angle|, degrees
-    translate: float = 0.0           # max |shift| on top of the crop, fraction of the side
-    scale: tuple = (1.0, 1.0)        # zoom range
-    affine_p: float = 1.0            # chance that rotate/translate/scale apply to an image
-    jitter: tuple = (0.0, 0.0, 0.0, 0.0)  # brightness, contrast, saturation, hue (torchvision's)
-    erase_p: float = 0.0             # one rectangle of 2-33 % of the area, aspect 0.3-3.3
-    holes_p: float = 0.0             # coarse dropout: `holes` squares of side `hole_size` px
-    holes: int = 8
-    hole_size: int = 8
-    noise_p: float = 0.0             # Gaussian noise; drawn from the same uniform as holes_p,
-    noise_std: tuple = (0.0125, 0.0278)  # so holes and noise never hit the same image
-
-    def __call__(self, x, g):
-        """uint8 (B,3,H,W) on any device, CPU generator g -> normalized float (B,3,H,W)."""
-        B, _, H, W = x.shape
-        dev = x.device
-        rand = lambda *shape: torch.rand(*shape, generator=g).to(dev)  # noqa: E731
-        x = x.float().div_(255)
-        # geometry: output pixel -> input pixel, in grid_sample's [-1, 1] coordinates
-        ang = (rand(B) * 2 - 1) * math.radians(self.rotate)
-        zoom = self.scale[0] + rand(B) * (self.scale[1] - self.scale[0])
-        shift = (rand(B, 2) * 2 - 1) * self.translate * 2
-        off = rand(B) >= self.affine_p
-        ang[off], zoom[off], shift[off] = 0.0, 1.0, 0.0
-        crop = (torch.randint(-self.pad, self.pad + 1, (B, 2), generator=g).to(dev) * 2
-                / torch.tensor([W, H], device=dev))
-        flip = torch.where(rand(B) < 0.5, -1.0, 1.0) if self.flip else torch.ones(B, device=dev)
-        cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
-        theta = torch.stack([torch.stack([cos * flip, -sin, crop[:, 0] + shift[:, 0]], 1),
-                             torch.stack([sin * flip, cos, crop[:, 1] + shift[:, 1]], 1)], 1)
-        if self.pad or self.flip or self.rotate or self.translate or self.scale != (1.0, 1.0):
-            grid = F.affine_grid(theta, (B, 3, H, W), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        if any(self.jitter):
-            x = self._jitter(x, rand)
-        u = rand(B)
-        if self.noise_p:
-            std = self.noise_std[0] + rand(B) * (self.noise_std[1] - self.noise_std[0])
-            use = (u >= self.holes_p) & (u < self.holes_p + self.noise_p)
-            x = x + (use * std)[:, None, None, None] * torch.randn(x.shape, generator=g).to(dev)
-            x = x.clamp_(0, 1)
-        mean = torch.tensor(CIFAR100_MEAN, device=dev)[:, None, None]
-        std = torch.tensor(CIFAR100_STD, device=dev)[:, None, None]
-        x = (x - mean) / std
-        keep = torch.ones(B, 1, H, W, device=dev)
-        if self.holes_p:
-            c = torch.rand(B, self.holes, 2, generator=g).to(dev) * torch.tensor([H, W], device=dev)
-            for k in range(self.holes):
-                keep *= ~_box(c[:, k, 0], c[:, k, 1], self.hole_size, self.hole_size, H, W)
-            keep[u >= self.holes_p] = 1.0
-        if self.erase_p:
-            area = (0.02 + rand(B) * 0.31) * H * W
-            aspect = torch.exp(math.log(0.3) + rand(B) * (math.log(3.3) - math.log(0.3)))
-            h = (area * aspect).sqrt().clamp(max=H)
-            w = (area / aspect).sqrt().clamp(max=W)
-            cy, cx = h / 2 + rand(B) * (H - h), w / 2 + rand(B) * (W - w)
-            hit = (rand(B) < self.erase_p)[:, None, None, None]
-            keep *= ~(_box(cy, cx, h, w, H, W) & hit)
-        return x * keep  # erased pixels become 0 after normalization: the dataset mean
-
-    def _jitter(self, x, rand):
-        B = x.shape[0]
-        b, c, s, h = self.jitter
-        factor = lambda m: 1 + (rand(B) * 2 - 1) * m  # noqa: E731
-        x = x * factor(b)[:, None, None, None]
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-        cf = factor(c)[:, None, None, None]
-        x = cf * x + (1 - cf) * gray.mean((2, 3), keepdim=True)
-        sf = factor(s)[:, None, None, None]
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-        x = sf * x + (1 - sf) * gray
-        if h:
-            a = (rand(B) * 2 - 1) * h * 2 * math.pi
-            to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                                   [0.211, -0.523, 0.312]], device=x.device)
-            rot = torch.zeros(B, 3, 3, device=x.device)
-            rot[:, 0, 0] = 1
-            rot[:, 1, 1], rot[:, 1, 2] = torch.cos(a), -torch.sin(a)
-            rot[:, 2, 1], rot[:, 2, 2] = torch.sin(a), torch.cos(a)
-            m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (B, 3, 3)
-            x = torch.einsum("bij,bjhw->bihw", m, x)
-        return x.clamp(0, 1)
-
-
-def _box(cy, cx, h, w, H, W):
-    """(B,1,H,W) bool mask of axis-aligned boxes centred at (cy, cx), clipped to the image."""
-    ys = torch.arange(H, device=cy.device) + 0.5
-    xs = torch.arange(W, device=cy.device) + 0.5
-    h = torch.as_tensor(h, device=cy.device, dtype=torch.float)
-    w = torch.as_tensor(w, device=cy.device, dtype=torch.float)
-    iny = ((ys - cy[:, None]).abs() < h.reshape(-1, 1) / 2)[:, :, None]
-    inx = ((xs - cx[:, None]).abs() < w.reshape(-1, 1) / 2)[:, None, :]
-    return (iny & inx)[:, None]
-
-
-def normalize(x):
-    """uint8 (B,3,H,W) -> float normalized with the CIFAR-100 statistics (evaluation path)."""
-    mean = torch.tensor(CIFAR100_MEAN, device=x.device)[:, None, None]
-    std = torch.tensor(CIFAR100_STD, device=x.device)[:, None, None]
-    return (x.float() / 255 - mean) / std
-
-
-# ----------------------------------------------------------------------------- loader
-class Loader:
-    """Batches of one split, held on `device`: (normalized float images, int64 labels).
-
-    Training order and augmentation come from generators seeded by (seed, epoch, batch), so
-    `set_epoch(e)` followed by `iterate(start=k)` reproduces batch k of epoch e exactly.
-    """
-
-    def __init__(self, split, batch_size, device, augment=None, shuffle=False, seed=0,
-                 drop_last=False):
-        self.x, self.y = split[0].to(device), split[1].to(device)
-        self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
-        self.seed, self.drop_last, self.epoch = seed, drop_last, 0
-        if batch_size < 1:
-            raise DataError(f"batch size {batch_size}: use at least 1")
-        if drop_last and len(self.x) < batch_size:
-            raise DataError(f"batch size {batch_size} exceeds the {len(self.x)} training images; "
-                            "lower --batch-size or raise --subset")
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __len__(self):
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def generator(self, batch=None):
-        """CPU generator for this epoch's order (batch=None) or one batch's random draws."""
-        key = [self.seed, self.epoch] + ([] if batch is None else [batch])
-        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
-
-    def iterate(self, start=0):
-        n = len(self.x)
-        order = (torch.randperm(n, generator=self.generator()).to(self.x.device)
-                 if self.shuffle else None)
-        for i in range(start, len(self)):
-            idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            sel = order[idx] if order is not None else idx
-            x, y = self.x[sel], self.y[sel]
-            x = self.augment(x, self.generator(i)) if self.augment else normalize(x)
-            yield x, y
-
-    def __iter__(self):
-        return self.iterate()

@@ -72,6 +72,18 @@ class GradCAM:
         self.close()
 
 
+def gradcam_maps(model, layer, x, normalize, target=None, batch=100):
+    """uint8 images (N,3,H,W) -> Grad-CAM maps (N,H,W) in [0, 1] on the CPU, `batch` at a time on
+    the model's device. target: None (each image's predicted class) or labels (N,)."""
+    device = next(model.parameters()).device
+    maps = []
+    with GradCAM(model, layer) as cam:
+        for i in range(0, len(x), batch):
+            t = None if target is None else target[i:i + batch].to(device)
+            maps.append(cam(normalize(x[i:i + batch].to(device)), t)[0].cpu())
+    return torch.cat(maps) if maps else torch.zeros(0, *x.shape[2:])
+
+
 def find_layer(model, name):
     """The submodule called "layer4.1", "layer4[-1]" or "layer4.1.conv2" (negative indices ok)."""
     module, path = model, []
@@ -92,6 +104,12 @@ def find_layer(model, name):
 def layer_name(model, layer):
     """The dotted name of a submodule, e.g. "layer4.1" for find_layer(model, "layer4[-1]")."""
     return next(n for n, m in model.named_modules() if m is layer)
+
+
+def side_by_side(image, cam):
+    """The plain image, a 2-px white gap, and its overlay: one (H, 2W+2, 3) float panel."""
+    plain = np.asarray(image, dtype=np.float32).transpose(1, 2, 0) / 255
+    return np.concatenate([plain, np.ones((len(plain), 2, 3)), overlay(image, cam)], axis=1)
 
 
 def overlay(image, cam, alpha=0.45):

@@ -27,6 +27,12 @@ def confusion_matrix(pred, y, num_classes):
     return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
+def superclass_accuracy(pred, y, fine_to_coarse):
+    """% of images whose predicted fine class lies in the superclass of the true fine class."""
+    to_coarse = torch.as_tensor(fine_to_coarse)
+    return 100.0 * float((to_coarse[pred.cpu()] == to_coarse[y.cpu()]).double().mean())
+
+
 def per_class_report(cm):
     """Precision, recall (= per-class accuracy), F1 per class and their macro/weighted means."""
     cm = cm.double()
@@ -165,7 +171,9 @@ def analyse(probs, y, names):
 
 
 def write_json(obj, path):
-    """Indented JSON with each innermost list on one line (a 100x100 matrix is 100 lines)."""
+    """Write JSON atomically (a reader never sees half a file), indented, with each innermost list
+    on one line (a 100x100 matrix is 100 lines)."""
+    path = Path(path)
     text = json.dumps(obj, indent=1)
     text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)
     tmp = path.with_name(f".{path.name}.tmp")

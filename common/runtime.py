@@ -1,4 +1,8 @@
-"""Device, precision, optimizer and schedule choices shared by the three train.py files."""
+"""Device, precision, optimizer, schedule, Ctrl-C and memory: the run-time choices of train.py."""
+import signal
+import sys
+import threading
+
 import torch
 
 
@@ -19,12 +23,15 @@ def pick_device(name="auto"):
 
 
 def amp_dtype(name, device):
-    """auto = bf16 on CUDA GPUs that have it (no loss scaling needed), fp16 on older ones;
-    off on CPU and MPS, where autocast is rarely faster."""
+    """auto = bf16 on CUDA GPUs that compute it natively (compute capability 8.0+: A100, A10G,
+    RTX 30xx, H100), fp16 with loss scaling on older ones (T4, V100); off on CPU and MPS, where
+    autocast is rarely faster. torch.cuda.is_bf16_supported() is not the test: it also says yes
+    where bf16 is only emulated, which is slower than fp16 there."""
     if name == "off" or (name == "auto" and device.type != "cuda"):
         return None
     if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+        return torch.bfloat16 if native_bf16 else torch.float16
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
@@ -51,3 +58,44 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     if args.scheduler == "cosine-restarts":  # SGDR (Loshchilov & Hutter 2017): T0, T0*Tmult, ...
         return S.CosineAnnealingWarmRestarts(optimizer, args.t0 * steps_per_epoch, args.tmult)
     return S.StepLR(optimizer, args.step_epochs * steps_per_epoch, gamma=args.gamma)
+
+
+class StopOnCtrlC:
+    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C (SIGINT) or SIGTERM asks
+    the loop to stop at its next check; a second Ctrl-C raises KeyboardInterrupt at once. The
+    previous handlers come back on exit. Outside the main thread it installs nothing."""
+
+    def __init__(self, message="Ctrl-C: stopping after this step (Ctrl-C again to abort)"):
+        self.message, self.requested, self.previous = message, False, {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{self.message}", flush=True)
+
+    def __bool__(self):
+        return self.requested
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def peak_memory_mb(device):
+    """CUDA: the allocator's peak since the last torch.cuda.reset_peak_memory_stats(); else the
+    peak resident set of this process so far (Python and torch included)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

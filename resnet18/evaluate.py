@@ -1,127 +1,90 @@
 """Evaluate a CIFAR ResNet-18 checkpoint on the test split: the analysis of seed 002's notebook.
 
 Prints top-1/top-5/loss, the best and worst classes, the most confused pairs, macro and weighted
-precision/recall/F1 and the expected calibration error; writes report.json and the plots.
+precision/recall/F1, superclass top-1 and the expected calibration error; writes report.json and
+the plots.
 
     python resnet18/evaluate.py --checkpoint runs/resnet18/best.pt --tta
     python resnet18/evaluate.py --checkpoint runs/resnet18/best.pt --image photo.jpg
 """
-import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `common` resolves from the repo root or from inside the folder
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common import plots, runtime  # noqa: E402
-from common.checkpoint import CheckpointError, load_checkpoint, model_state  # noqa: E402
-from common.data import (COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, DataError,  # noqa: E402
-                         Loader, load_splits)
-from common.metrics import analyse, confusion_matrix, write_json  # noqa: E402
+from common.augment import Normalize  # noqa: E402
+from common.checkpoint import CheckpointError, load_model  # noqa: E402
+from common.data import (CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_NAMES,  # noqa: E402
+                         FINE_TO_COARSE, DataError, load_splits)
+from common.flags import Parser, ranged  # noqa: E402
+from common.inference import data_of, predict, read_image  # noqa: E402
+from common.metrics import analyse, confusion_matrix, superclass_accuracy, write_json  # noqa: E402
 from model import resnet18  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--checkpoint", default=str(ROOT / "runs/resnet18/best.pt"),
-                    help="default: runs/resnet18/best.pt under the repo root")
-parser.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
-parser.add_argument("--dataset", choices=["cifar100", "synthetic"],
-                    help="default: the checkpoint's")
-parser.add_argument("--subset", type=int, help="default: the checkpoint's (sets the test size)")
-parser.add_argument("--batch-size", type=int, default=500)
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-parser.add_argument("--out-dir", help="default: <checkpoint dir>/eval")
-parser.add_argument("--tta", action="store_true", help="average softmax over a horizontal flip")
-parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-parser.add_argument("--image", metavar="FILE",
-                    help="print the top-5 classes of any image (centre square, resized to 32x32)")
+# ---- the model: the only lines that differ between the evaluate.py files -------------------
+FACTORY = resnet18  # rebuilds the checkpoint's network; checkpoints name it by its __name__
+ARGS_OF_STATE = None  # a bare state dict gets the factory's default arguments
+# ---- everything below is shared by the evaluate.py files -----------------------------------
+RUN_DIR = HERE.parent / "runs" / HERE.name  # where this folder's train.py writes
 
 
-def load_model(path, device, ema=False):
-    """Rebuild the ResNet-18 of a checkpoint (or a bare state dict) -> (model in eval, ckpt)."""
-    ckpt = load_checkpoint(path)
-    state = model_state(ckpt)
-    if state is ckpt:  # a bare state dict: default architecture, no training args
-        ckpt = {"arch": "resnet18", "model_args": {}, "args": {}, "model": state}
-    if ckpt.get("arch") != "resnet18":
-        raise CheckpointError(f"{path} holds a {ckpt.get('arch')!r} model; use the scripts of "
-                              "that model's folder (these rebuild resnet18)")
-    if ema:
-        if not ckpt.get("ema"):
-            raise CheckpointError(f"{path} has no EMA weights; drop --ema or train with --ema")
-        # AveragedModel keeps the network under "module." next to its "n_averaged" counter
-        state = {k[7:]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
-    model = resnet18(**ckpt.get("model_args", {}))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit resnet18({ckpt.get('model_args', {})}): "
-                              f"{str(e).splitlines()[-1].strip()[:200]}") from None
-    return model.to(device).eval(), ckpt
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(RUN_DIR / "best.pt"),
+                   help="a training checkpoint, a bare state dict or a {'model_state_dict': ...}")
+    p.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
+    p.add_argument("--dataset", choices=["cifar100", "synthetic"],
+                   help="default: the checkpoint's")
+    p.add_argument("--subset", type=ranged(int, 0),
+                   help="default: the checkpoint's (sets the test size)")
+    p.add_argument("--batch-size", type=ranged(int, 1), default=500)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--out-dir", help="default: <checkpoint dir>/eval")
+    p.add_argument("--tta", action="store_true", help="average softmax over a horizontal flip")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--image", metavar="FILE",
+                   help="print the top-5 classes of any image (centre square, resized to 32x32)")
+    return p
 
 
-def test_split(args, ckpt):
-    """The checkpoint's test split (same dataset and subset), unless flags override them."""
-    train_args = ckpt.get("args", {})
-    dataset = args.dataset or train_args.get("dataset") or ckpt.get("dataset", "cifar100")
-    data_dir = args.data_dir or train_args.get("data_dir") or str(ROOT / "data")
-    subset = args.subset if args.subset is not None else train_args.get("subset", 0)
-    return load_splits(dataset, data_dir, subset=subset)["test"]
-
-
-@torch.no_grad()
-def predict(model, x, device, batch_size=500, tta=False):
-    """uint8 images (N,3,32,32) -> softmax probabilities (N, C) on the CPU."""
-    probs = []
-    for xb, _ in Loader((x, torch.zeros(len(x), dtype=torch.long)), batch_size, device):
-        p = model(xb).float().softmax(1)
-        if tta:
-            p = (p + model(xb.flip(3)).float().softmax(1)) / 2
-        probs.append(p.cpu())
-    return torch.cat(probs)
-
-
-def classify_image(model, path, device, tta):
-    from PIL import Image, UnidentifiedImageError  # Pillow comes with torchvision and matplotlib
-    from torchvision.transforms.v2.functional import center_crop, resize
-    if not Path(path).is_file():
-        raise SystemExit(f"error: no image file at {path}")
-    try:
-        with Image.open(path) as im:
-            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
-    except (UnidentifiedImageError, OSError) as e:
-        raise SystemExit(f"error: cannot read image {path}: {e}") from None
-    img = resize(center_crop(img, min(img.shape[1:])), [32, 32], antialias=True)
-    p = predict(model, img[None], device, tta=tta)[0]
+def classify_image(model, path, normalize, device, tta):
+    """The top-5 of one image file, as app.py shows them."""
+    p = predict(model, read_image(path)[None], normalize, device, tta=tta)[0]
     print(f"{path}: top-5 of {len(p)} classes")
     for prob, c in zip(*p.topk(5)):
         print(f"  {100 * prob:6.2f}%  {FINE_NAMES[c] if len(p) == 100 else c}")
 
 
 def main(args):
+    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: use at least 1")
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, device, args.ema)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE)
+        model = model.to(device)
         if args.image:
-            return classify_image(model, args.image, device, args.tta)
-        x, y = test_split(args, ckpt)
+            return classify_image(model, args.image, normalize, device, args.tta)
+        x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out_dir or Path(args.checkpoint).parent / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    probs = predict(model, x, device, args.batch_size, args.tta)
+    probs = predict(model, x, normalize, device, args.batch_size, args.tta)
     names = FINE_NAMES if probs.shape[1] == 100 else [str(c) for c in range(probs.shape[1])]
     r = {"checkpoint": str(Path(args.checkpoint).resolve()), "epoch": ckpt.get("epoch"),
          "weights": "EMA" if args.ema else "model", "tta": args.tta, **analyse(probs, y, names)}
+    conf, pred = probs.max(1)
+    if len(names) == 100:
+        r["superclass_top1"] = superclass_accuracy(pred, y, FINE_TO_COARSE)
 
     print(f"{args.checkpoint} (epoch {r['epoch']}, {r['weights']} weights"
           f"{', flip TTA' if args.tta else ''}): {len(y)} test images")
     print(f"top-1 {r['top1']:.2f}%  top-5 {r['top5']:.2f}%  loss {r['loss']:.4f}  "
-          f"ECE {100 * r['ece']:.2f}% (15 bins)")
+          f"ECE {100 * r['ece']:.2f}% (15 bins)"
+          + (f"  superclass top-1 {r['superclass_top1']:.2f}%" if len(names) == 100 else ""))
     for avg in ("macro", "weighted"):
         print(f"{avg:>8}  precision {r[f'{avg}_precision']:.4f}  recall "
               f"{r[f'{avg}_recall']:.4f}  F1 {r[f'{avg}_f1']:.4f}")
@@ -136,13 +99,13 @@ def main(args):
     plots.confusion_heatmap(cm / cm.sum(1, keepdim=True).clamp(min=1), names,
                             out / "confusion_matrix.png",
                             f"Confusion matrix, row-normalized (top-1 {r['top1']:.2f}%)")
-    conf, pred = probs.max(1)
     if len(names) == 100:  # the 20 superclasses: are mistakes mostly within a group?
         to_coarse = torch.tensor(FINE_TO_COARSE)
         ccm = confusion_matrix(to_coarse[pred], to_coarse[y], 20).double()
         plots.confusion_heatmap(ccm / ccm.sum(1, keepdim=True).clamp(min=1), COARSE_NAMES,
-                                out / "confusion_superclass.png",
-                                "Superclass confusion (%, row-normalized)", annotate=True)
+                                out / "superclass_confusion.png",
+                                f"Superclass confusion (%, row-normalized), superclass top-1 "
+                                f"{r['superclass_top1']:.2f}%", annotate=True)
     bins = r["calibration_bins"]  # empty bins hold None, which numpy reads as NaN
     plots.reliability_diagram(bins["confidence"], bins["accuracy"], bins["count"], r["ece"],
                               out / "reliability.png")
@@ -165,4 +128,4 @@ def grid(x, y, pred, conf, idx, names, path, suptitle):
 
 
 if __name__ == "__main__":
-    main(parser.parse_args())
+    main(build_parser().parse_args())

@@ -22,7 +22,6 @@ and printed next to the size F.conv2d actually produced. Writes conv_explorer.pn
     python resnet34/conv_explorer.py --checkpoint runs/resnet34/best.pt --kernel first-layer \\
         --filter 5 --index 0
 """
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -36,28 +35,31 @@ import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from common import data, plots  # noqa: E402
-from common.checkpoint import CheckpointError, load_checkpoint, model_state  # noqa: E402
+from common.augment import Normalize  # noqa: E402
+from common.checkpoint import CheckpointError, load_checkpoint, model_weights  # noqa: E402
+from common.flags import Parser  # noqa: E402
 
 KERNELS = ("edge", "blur", "sharpen", "emboss", "random", "first-layer")
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-parser.add_argument("--image", metavar="FILE", help="an image file (PNG/JPEG); else --index")
-parser.add_argument("--size", type=int, default=0,
-                    help="--image only: centre square resized to SIZE px (0 = as it is)")
-parser.add_argument("--index", type=int, default=0, help="test image of --dataset")
-parser.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
-parser.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
-parser.add_argument("--kernel", choices=KERNELS, default="edge")
-parser.add_argument("--checkpoint", help="for --kernel first-layer: a resnet34 (or any) checkpoint")
-parser.add_argument("--filter", type=int, default=0,
-                    help="for --kernel first-layer: which filter of conv1")
-parser.add_argument("--kernel-sizes", type=int, nargs="+",
-                    help="default: 3 3 3 5 3 7 (first-layer: the filter's size)")
-parser.add_argument("--strides", type=int, nargs="+", default=[1, 1, 2, 1, 1, 3])
-parser.add_argument("--paddings", type=int, nargs="+", default=[0, 1, 1, 0, 0, 3])
-parser.add_argument("--dilations", type=int, nargs="+", default=[1, 1, 1, 1, 2, 1])
-parser.add_argument("--seed", type=int, default=0, help="for --kernel random")
-parser.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "conv_explorer"))
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0])
+    p.add_argument("--image", metavar="FILE", help="an image file (PNG/JPEG); else --index")
+    p.add_argument("--size", type=int, default=0,
+                   help="--image only: centre square resized to SIZE px (0 = as it is)")
+    p.add_argument("--index", type=int, default=0, help="test image of --dataset")
+    p.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
+    p.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
+    p.add_argument("--kernel", choices=KERNELS, default="edge")
+    p.add_argument("--checkpoint", help="for --kernel first-layer: a resnet34 (or any) checkpoint")
+    p.add_argument("--filter", type=int, default=0,
+                   help="for --kernel first-layer: which filter of conv1")
+    p.add_argument("--kernel-sizes", type=int, nargs="+",
+                   help="default: 3 3 3 5 3 7 (first-layer: the filter's size)")
+    p.add_argument("--strides", type=int, nargs="+", default=[1, 1, 2, 1, 1, 3])
+    p.add_argument("--paddings", type=int, nargs="+", default=[0, 1, 1, 0, 0, 3])
+    p.add_argument("--dilations", type=int, nargs="+", default=[1, 1, 1, 1, 2, 1])
+    p.add_argument("--seed", type=int, default=0, help="for --kernel random")
+    p.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "conv_explorer"))
+    return p
 
 
 def out_size(n, k, s, p, d):
@@ -89,7 +91,7 @@ def make_kernel(name, k, seed=0):
 
 def first_layer_filter(path, index):
     """Filter `index` of the first conv of a checkpoint -> (3, k, k) float tensor."""
-    state = model_state(load_checkpoint(path))
+    state = model_weights(load_checkpoint(path), path)
     convs = [(n, w) for n, w in state.items() if n.endswith("weight") and w.ndim == 4]
     if not convs:
         raise CheckpointError(f"{path} holds no conv weights")
@@ -151,7 +153,7 @@ def main(args):
         if not args.checkpoint:
             raise ValueError("--kernel first-layer needs --checkpoint PATH")
         filt = first_layer_filter(args.checkpoint, args.filter)  # (3, k, k)
-        x = data.normalize(img[None])  # (1, 3, H, W): what the network's conv1 sees
+        x = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)(img[None])  # (1, 3, H, W): what the network's conv1 sees
         k0 = filt.shape[-1]
         if args.kernel_sizes and any(k != k0 for k in args.kernel_sizes):
             print(f"note: the checkpoint filter is {k0}x{k0}; --kernel-sizes is ignored")
@@ -231,6 +233,6 @@ def figure(img, title, rows, kernel, path):
 
 if __name__ == "__main__":
     try:
-        main(parser.parse_args())
+        main(build_parser().parse_args())
     except (data.DataError, CheckpointError, ValueError, OSError) as e:
         raise SystemExit(f"error: {e}")

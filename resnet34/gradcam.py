@@ -1,59 +1,64 @@
 """Grad-CAM maps of a CIFAR ResNet-34 checkpoint (Selvaraju et al. 2017, arXiv:1610.02391).
 
 gradcam_grid.png: correct predictions on top, mistakes below, each test image next to the map of
-its predicted class. --per-class: gradcam_per_class.png, one test image per class with the map of
-its true class: where the network finds evidence for the right answer. gradcam_2x3.png: seed
-003's figure, the first six test images, each next to the map of its predicted class.
+its predicted class. gradcam_2x3.png: seed 003's figure, the first six test images, each next to
+the map of its predicted class. --per-class: gradcam_per_class.png, one test image per class with
+the map of its true class: where the network finds evidence for the right answer.
 
     python resnet34/gradcam.py --checkpoint runs/resnet34/best.pt --layer "layer4[-1]"
 """
-import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `common` resolves from the repo root or from inside the folder
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common import plots, runtime  # noqa: E402
-from common.checkpoint import CheckpointError  # noqa: E402
-from common.data import FINE_NAMES, DataError, normalize  # noqa: E402
-from common.gradcam import GradCAM, find_layer, layer_name, overlay  # noqa: E402
-from evaluate import load_model, predict, test_split  # noqa: E402
+from common.augment import Normalize  # noqa: E402
+from common.checkpoint import CheckpointError, load_model  # noqa: E402
+from common.data import CIFAR100_MEAN, CIFAR100_STD, FINE_NAMES, DataError, load_splits  # noqa
+from common.flags import Parser, ranged  # noqa: E402
+from common.gradcam import (find_layer, gradcam_maps, layer_name, overlay,  # noqa: E402
+                            side_by_side)
+from common.inference import data_of, predict  # noqa: E402
+from model import model_args_of, resnet34  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--checkpoint", default=str(ROOT / "runs/resnet34/best.pt"),
-                    help="default: runs/resnet34/best.pt under the repo root")
-parser.add_argument("--layer", default="layer4[-1]",
-                    help='module name: "layer4[-1]" (last block, 4x4 maps), "layer3.1.conv2", ...')
-parser.add_argument("--num", type=int, default=8, help="images per group: correct and wrong")
-parser.add_argument("--per-class", action="store_true", help="also one test image per class")
-parser.add_argument("--classes", help="comma-separated names or indices (implies --per-class)")
-parser.add_argument("--ema", action="store_true", help="explain the EMA weights")
-parser.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
-parser.add_argument("--dataset", choices=["cifar100", "synthetic"],
-                    help="default: the checkpoint's")
-parser.add_argument("--subset", type=int, help="default: the checkpoint's (sets the test size)")
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-parser.add_argument("--out-dir", help="default: <checkpoint dir>/gradcam")
+# ---- the model: the only lines that differ between the gradcam.py files --------------------
+FACTORY = resnet34  # rebuilds the checkpoint's network; checkpoints name it by its __name__
+ARGS_OF_STATE = model_args_of  # a bare state dict's blocks per stage tell its variant
 
 
-def cams(model, layer, x, device, target=None, batch=100):
-    """uint8 images (N,3,32,32) -> maps (N,32,32) in [0, 1]; the hook is gone on return."""
-    maps = []
-    with GradCAM(model, layer) as cam:
-        for i in range(0, len(x), batch):
-            t = None if target is None else target[i:i + batch].to(device)
-            maps.append(cam(normalize(x[i:i + batch].to(device)), t)[0].cpu())
-    return torch.cat(maps) if maps else torch.zeros(0, *x.shape[2:])
+def auto_layer(model):
+    """the last residual block of layer4 (512 maps of 4x4)"""
+    return "layer4[-1]"
 
 
-def side_by_side(image, cam):
-    """The plain image, a 2-px white gap, and its overlay: one (32, 66, 3) panel per example."""
-    plain = image.permute(1, 2, 0).numpy() / 255
-    return np.concatenate([plain, np.ones((len(plain), 2, 3)), overlay(image, cam)], axis=1)
+# ---- everything below is shared by the gradcam.py files ------------------------------------
+RUN_DIR = HERE.parent / "runs" / HERE.name  # where this folder's train.py writes
+
+
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(RUN_DIR / "best.pt"),
+                   help="a training checkpoint, a bare state dict or a {'model_state_dict': ...}")
+    p.add_argument("--layer", default="auto",
+                   help=f'a module name such as "layer3" or "layer3.1.conv2"; auto: '
+                        f'{auto_layer.__doc__}')
+    p.add_argument("--num", type=ranged(int, 1, 64), default=8,
+                   help="images per group: correct and wrong")
+    p.add_argument("--per-class", action="store_true", help="also one test image per class")
+    p.add_argument("--classes", help="comma-separated names or indices (implies --per-class)")
+    p.add_argument("--ema", action="store_true", help="explain the EMA weights")
+    p.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
+    p.add_argument("--dataset", choices=["cifar100", "synthetic"],
+                   help="default: the checkpoint's")
+    p.add_argument("--subset", type=ranged(int, 0),
+                   help="default: the checkpoint's (sets the test size)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--out-dir", help="default: <checkpoint dir>/gradcam")
+    return p
 
 
 def parse_classes(text):
@@ -69,18 +74,20 @@ def parse_classes(text):
 
 
 def main(args):
+    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, device, args.ema)
-        layer = find_layer(model, args.layer)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE)
+        model = model.to(device)
+        layer = find_layer(model, auto_layer(model) if args.layer == "auto" else args.layer)
         classes = parse_classes(args.classes) if args.classes else range(len(FINE_NAMES))
-        x, y = test_split(args, ckpt)
-        cams(model, layer, x[:1], device)  # fail early on a layer without maps, e.g. fc
+        x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]
+        gradcam_maps(model, layer, x[:1], normalize)  # fail early on a layer without maps
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out_dir or Path(args.checkpoint).parent / "gradcam")
     name = layer_name(model, layer)
-    conf, pred = predict(model, x, device).max(1)
+    conf, pred = predict(model, x, normalize, device).max(1)
 
     def title(i):
         return f"{FINE_NAMES[pred[i]]} ({100 * conf[i]:.0f}%) / {FINE_NAMES[y[i]]}"
@@ -93,7 +100,7 @@ def main(args):
     panels, titles, colors = [], [], []
     for group in (order[pred[order] == y[order]][:args.num],
                   order[pred[order] != y[order]][:args.num]):
-        maps = cams(model, layer, x[group], device)  # maps of the predicted class
+        maps = gradcam_maps(model, layer, x[group], normalize)  # maps of the predicted class
         panels += [side_by_side(x[i], m) for i, m in zip(group, maps)]
         titles += [title(i) for i in group]
         colors += [color(i) for i in group]
@@ -103,14 +110,13 @@ def main(args):
     plots.image_grid(panels, titles, out / "gradcam_grid.png", ncols=ncols, colors=colors, wrap=36,
                      suptitle=f"Grad-CAM of the predicted class at {name}: correct (green) "
                               "above, wrong (red) below; predicted (confidence) / true")
-    written = ["gradcam_grid.png"]
     six = torch.arange(min(6, len(y)))  # seed 003: the first six test images, 2 rows of 3
-    maps = cams(model, layer, x[six], device)
+    maps = gradcam_maps(model, layer, x[six], normalize)
     plots.image_grid([side_by_side(x[i], m) for i, m in zip(six, maps)], [title(i) for i in six],
                      out / "gradcam_2x3.png", ncols=3, wrap=36, colors=[color(i) for i in six],
                      suptitle=f"Grad-CAM of the predicted class at {name}: image | overlay; "
                               "predicted (confidence) / true")
-    written.append("gradcam_2x3.png")
+    written = ["gradcam_grid.png", "gradcam_2x3.png"]
 
     if args.per_class or args.classes:
         picks = []
@@ -120,7 +126,7 @@ def main(args):
             if len(ours):
                 picks.append(int((hits if len(hits) else ours)[0]))
         picks = torch.tensor(picks, dtype=torch.long)
-        maps = cams(model, layer, x[picks], device, target=y[picks])  # maps of the true class
+        maps = gradcam_maps(model, layer, x[picks], normalize, target=y[picks])  # true class
         plots.image_grid([overlay(x[i], m) for i, m in zip(picks, maps)],
                          [title(i) for i in picks], out / "gradcam_per_class.png",
                          ncols=max(1, min(10, len(picks))),
@@ -134,4 +140,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parser.parse_args())
+    main(build_parser().parse_args())

@@ -18,9 +18,7 @@ Writes lr_find.png and lr_find.json into --out-dir.
         --batch-size 32 --steps 100 --smooth 0.9                        # CPU, offline
 """
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,33 +32,37 @@ import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from common import data, plots, runtime  # noqa: E402
+from common.augment import Augment, Loader, Normalize  # noqa: E402
+from common.flags import Parser  # noqa: E402
+from common.metrics import write_json  # noqa: E402
 from model import resnet34  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-parser.add_argument("--variant", choices=["enhanced", "standard"], default="enhanced")
-parser.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
-parser.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
-parser.add_argument("--subset", type=int, default=10000, help="training images used (0 = all)")
-parser.add_argument("--batch-size", type=int, default=128)
-parser.add_argument("--steps", type=int, default=300, help="mini-batches, at most")
-parser.add_argument("--start-lr", type=float, default=1e-5)
-parser.add_argument("--end-lr", type=float, default=10.0)
-parser.add_argument("--momentum", type=float, default=0.9)
-parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
-parser.add_argument("--weight-decay", type=float, default=5e-4)
-parser.add_argument("--label-smoothing", type=float, default=0.1)
-parser.add_argument("--smooth", type=float, default=0.95,
-                    help="EMA factor of the loss per step, for the stop rule")
-parser.add_argument("--window", type=int, default=0,
-                    help="centred moving average read for the suggestion, in steps "
-                         "(0 = a sixth of the steps run, at least 5)")
-parser.add_argument("--diverge", type=float, default=1.3,
-                    help="stop once the EMA of the loss exceeds this many times its minimum")
-parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-parser.add_argument("--seed", type=int, default=1)
-parser.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "lr_find"))
-parser.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0])
+    p.add_argument("--variant", choices=["enhanced", "standard"], default="enhanced")
+    p.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
+    p.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
+    p.add_argument("--subset", type=int, default=10000, help="training images used (0 = all)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=300, help="mini-batches, at most")
+    p.add_argument("--start-lr", type=float, default=1e-5)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--smooth", type=float, default=0.95,
+                   help="EMA factor of the loss per step, for the stop rule")
+    p.add_argument("--window", type=int, default=0,
+                   help="centred moving average read for the suggestion, in steps "
+                   "(0 = a sixth of the steps run, at least 5)")
+    p.add_argument("--diverge", type=float, default=1.3,
+                   help="stop once the EMA of the loss exceeds this many times its minimum")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "lr_find"))
+    p.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
+    return p
 
 SKIP_START, SKIP_END = 10, 5  # points left out of the suggestion: EMA warm-up and the blow-up
 
@@ -173,8 +175,9 @@ def main(args):
     device = runtime.pick_device(args.device)
     torch.manual_seed(args.seed)
     train = data.load_splits(args.dataset, args.data_dir, args.subset)["train"]
-    loader = data.Loader(train, args.batch_size, device, data.Augment(pad=4, flip=True),
-                         shuffle=True, seed=args.seed, drop_last=True)
+    augment = Augment(Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD), pad=4, flip=True)
+    loader = Loader(train, args.batch_size, device, augment, shuffle=True, seed=args.seed,
+                    drop_last=True)
     model = resnet34(args.variant).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.start_lr, momentum=args.momentum,
                                 nesterov=args.nesterov, weight_decay=args.weight_decay)
@@ -214,15 +217,13 @@ def main(args):
               "diverged": diverged, "steps_run": len(raw), "seconds": time.time() - t0,
               "window": window, "lr": lrs[:len(raw)].tolist(), "loss": raw, "ema_loss": ema,
               "smoothed_loss": smoothed.tolist(), "args": vars(args)}
-    tmp = out / ".lr_find.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out / "lr_find.json")
+    write_json(result, out / "lr_find.json")
     print(f"wrote lr_find.png and lr_find.json to {out}")
     return result
 
 
 if __name__ == "__main__":
     try:
-        main(parser.parse_args())
+        main(build_parser().parse_args())
     except (data.DataError, ValueError, OSError) as e:
         raise SystemExit(f"error: {e}")

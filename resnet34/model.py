@@ -11,6 +11,7 @@ stride-1 conv (layer1 works at 32x32, layer4 at 4x4) and a dropout before the cl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 LAYERS = {"enhanced": (5, 5, 5, 5), "standard": (3, 4, 6, 3)}  # BasicBlocks per stage
 
@@ -76,23 +77,20 @@ def resnet34(variant="enhanced", num_classes=100, dropout=0.3):
     return ResNet(LAYERS[variant], num_classes, dropout)
 
 
-def count_flops(model, x):
-    """Multiply-accumulates of one forward pass through the convs and linears, per image."""
-    macs = []
+def model_args_of(state_dict):
+    """The factory arguments of a bare state dict: its blocks per stage tell the variant."""
+    blocks = tuple(len({k.split(".")[1] for k in state_dict if k.startswith(f"layer{s}.")})
+                   for s in range(1, 5))
+    return {"variant": next((v for v, n in LAYERS.items() if n == blocks), "enhanced")}
 
-    def hook(m, inp, out):
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            macs.append(out[0].numel() * m.in_channels // m.groups * k)
-        elif isinstance(m, nn.Linear):
-            macs.append(m.in_features * m.out_features)
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
+
+def count_flops(model, x):
+    """Multiply-adds of one forward pass per image, counted by torch.utils.flop_counter (it
+    reports 2 FLOPs per multiply-add of convolutions and matrix products; norms and activations
+    are not counted)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(x[:1])
-    for h in handles:
-        h.remove()
-    return sum(macs)
+    return counter.get_total_flops() // 2
 
 
 def summary(model, name="CIFAR ResNet-34"):

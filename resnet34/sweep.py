@@ -1,7 +1,8 @@
 """A small hyper-parameter sweep of resnet34/train.py (seed 001's "hyperparameter tuning").
 
-Runs one short training per (lr, weight decay) pair of the grid, each with train.py's main() in
-this process and its own run dir, then overlays their loss and accuracy curves in sweep.png and
+Runs one short training per (lr, weight decay) pair of the grid, each as its own
+`python resnet34/train.py` process with its own run dir (train.py is run, never imported), then
+overlays their loss and accuracy curves in sweep.png and
 writes the table of final figures to sweep.md and sweep.json. Flags this script does not know go
 to train.py unchanged, after the sweep's own defaults (--epochs 10 --subset 5000 --target-acc 0
 --save-every 0), so any of them can be overridden. A finished run is reused, an interrupted one
@@ -11,10 +12,8 @@ resumed; a run whose loss turns non-finite is reported as diverged and the sweep
     python resnet34/sweep.py --dataset synthetic --subset 200 --epochs 2 --batch-size 50 \\
         --lrs 0.01 0.1 --weight-decays 5e-4                            # CPU, a few minutes
 """
-import argparse
-import importlib.util
 import json
-import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,54 +25,51 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from common import plots  # noqa: E402
+from common import plots, runtime  # noqa: E402
 from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from common.data import DataError  # noqa: E402
-from common.metrics import MetricsTracker  # noqa: E402
+from common.flags import Parser  # noqa: E402
+from common.metrics import MetricsTracker, write_json  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Other flags go to "
-                                 "resnet34/train.py (see its --help).",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                 allow_abbrev=False)  # else train's --lr would read as --lrs
-parser.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3],
-                    help="peak learning rates")
-parser.add_argument("--weight-decays", type=float, nargs="+", default=[5e-4, 1e-3])
-parser.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "sweep"),
-                    help="one run dir per pair inside, plus sweep.png/.md/.json")
+
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0], epilog="Other flags go to "
+               "resnet34/train.py (see its --help).",
+               allow_abbrev=False)  # else train's --lr would read as --lrs
+    p.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3],
+                   help="peak learning rates")
+    p.add_argument("--weight-decays", type=float, nargs="+", default=[5e-4, 1e-3])
+    p.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "sweep"),
+                   help="one run dir per pair inside, plus sweep.png/.md/.json")
+    return p
+
+
 SWEEP_DEFAULTS = ["--epochs", "10", "--subset", "5000", "--target-acc", "0", "--save-every", "0"]
 
 
-def load_train():
-    """resnet34/train.py as a module, under a unique name (every folder has a train.py), with
-    this folder first on sys.path so that its `from model import resnet34` finds ours."""
-    sys.path.insert(0, str(HERE))
-    sys.modules.pop("model", None)  # another folder's model.py may sit there under that name
-    try:
-        spec = importlib.util.spec_from_file_location("resnet34_train", HERE / "train.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(HERE))
-        sys.modules.pop("model", None)
-    return module
+def run_one(argv, run_dir):
+    """Train one configuration in its own process (or reuse/resume it) -> (status, seconds).
 
-
-def run_one(train, argv, run_dir):
-    """Train one configuration (or reuse/resume it) -> (status, seconds)."""
+    Ctrl-C reaches train.py too, which saves last.pt and exits; the sweep then stops."""
     t0 = time.time()
     argv = argv + ["--out-dir", str(run_dir)]
     if (run_dir / "last.pt").exists():
         ck = load_checkpoint(run_dir / "last.pt")
-        if ck["epoch"] >= ck["args"]["epochs"] and ck.get("partial") is None:
+        if ck["epoch"] >= ck["args"]["epochs"] and ck.get("running_sums") is None:
             print(f"reusing the finished run in {run_dir}")
             return "done (reused)", 0.0
         argv = argv + ["--resume"]
-    try:
-        summary = train.main(train.parse_args(argv))
-    except FloatingPointError as e:
-        print(f"diverged: {e}")
+    with runtime.StopOnCtrlC("Ctrl-C: the run saves last.pt, then the sweep stops") as stop:
+        p = subprocess.run([sys.executable, str(HERE / "train.py"), *argv], stderr=subprocess.PIPE,
+                           text=True)
+    sys.stderr.write(p.stderr)
+    if stop:
+        return "interrupted", time.time() - t0
+    if p.returncode and "non-finite" in p.stderr:
         return "diverged", time.time() - t0
-    return ("done" if summary is not None else "interrupted"), time.time() - t0
+    if p.returncode:
+        raise ValueError(f"train.py failed: {p.stderr.strip().splitlines()[-1]}")
+    return "done", time.time() - t0
 
 
 def final_row(lr, wd, status, seconds, run_dir):
@@ -131,21 +127,18 @@ def plot(curves, path, title):
 
 
 def main(argv=None):
-    args, rest = parser.parse_known_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
     if not args.lrs or not args.weight_decays or min(args.lrs) <= 0 or min(args.weight_decays) < 0:
         raise ValueError("--lrs must be positive and --weight-decays non-negative")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_train()
-    train.parse_args(SWEEP_DEFAULTS + rest)  # bad train flags fail now, not after the first run
     rows, curves = [], []
     grid = [(lr, wd) for lr in args.lrs for wd in args.weight_decays]
     for n, (lr, wd) in enumerate(grid, 1):
         print(f"== sweep {n}/{len(grid)}: lr {lr:g}, weight decay {wd:g}", flush=True)
         run_dir = out / f"lr{lr:g}_wd{wd:g}"
-        status, seconds = run_one(train, SWEEP_DEFAULTS + rest + ["--lr", str(lr),
-                                                                  "--weight-decay", str(wd)],
-                                  run_dir)
+        status, seconds = run_one(SWEEP_DEFAULTS + rest + ["--lr", str(lr),
+                                                           "--weight-decay", str(wd)], run_dir)
         row, m = final_row(lr, wd, status, seconds, run_dir)
         rows.append(row)
         if m is not None:
@@ -154,13 +147,11 @@ def main(argv=None):
             break
     md = table(rows)
     print(md)
-    cfg = train.parse_args(SWEEP_DEFAULTS + rest)
-    title = (f"Sweep: ResNet-34 {cfg.variant}, {cfg.dataset} "
-             f"({cfg.subset or 'all'} images, {cfg.epochs} epochs, {cfg.scheduler})")
+    cfg = json.loads((Path(rows[0]["run_dir"]) / "args.json").read_text())  # the runs' flags
+    title = (f"Sweep: ResNet-34 {cfg['variant']}, {cfg['dataset']} "
+             f"({cfg['subset'] or 'all'} images, {cfg['epochs']} epochs, {cfg['scheduler']})")
     (out / "sweep.md").write_text(f"# {title}\n\n{md}\n")
-    tmp = out / ".sweep.json.tmp"
-    tmp.write_text(json.dumps({"train_args": SWEEP_DEFAULTS + rest, "runs": rows}, indent=1))
-    os.replace(tmp, out / "sweep.json")
+    write_json({"train_args": SWEEP_DEFAULTS + rest, "runs": rows}, out / "sweep.json")
     if curves:
         plot(curves, out / "sweep.png", title)
     print(f"wrote sweep.png, sweep.md and sweep.json to {out}")

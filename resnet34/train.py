@@ -11,9 +11,7 @@ T4 (its figure, not re-measured here). Seed 001's recipe is one command, in READ
     python resnet34/train.py --dataset synthetic --subset 500 --epochs 2 --batch-size 50   # CPU
 """
 import argparse
-import json
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -27,27 +25,38 @@ import torch.nn.functional as F  # noqa: E402
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
 
 from common import data, losses, metrics, mixing, plots, runtime  # noqa: E402
+from common.augment import Augment, Loader, Normalize  # noqa: E402
 from common.checkpoint import (CheckpointError, check_compatible, load_checkpoint,  # noqa: E402
                                rng_state, save_checkpoint, set_rng_state)
+from common.flags import Parser, ranged  # noqa: E402
 from model import resnet34  # noqa: E402
 
 # ---- the recipe: the only part that differs between the three train.py files --------------
 ARCH = "resnet34"
-RECIPE = dict(  # seed 003
-    epochs=200, target_acc=75.0, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
-    nesterov=True, weight_decay=5e-4, scheduler="onecycle", pct_start=0.2,  # 40 warm-up epochs
-    div_factor=25.0, final_div_factor=1000.0,  # lr 0.004 -> 0.1 -> 4e-6 (README: seed's 1e-4)
-    label_smoothing=0.1, clip_grad=1.0, cutmix_alpha=1.0, mix_prob=0.3,
-    translate=0.1, scale=[0.85, 1.15], rotate=15.0, affine_p=0.5,
-    holes_p=0.15, noise_p=0.15,  # albumentations OneOf(p 0.3) of two equally likely transforms
-    holes=8, hole_size=8,  # "8x16 pixel holes" read as up to 8 holes of 8-16 px: README.md
-    seed=1, save_every=5)
+RECIPES = {  # --recipe NAME; the first is the default
+    "seed003": dict(
+        variant="enhanced", dropout=0.3, epochs=200, target_acc=75.0, batch_size=128,
+        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        scheduler="onecycle", pct_start=0.2,  # 40 warm-up epochs of 200
+        div_factor=25.0, final_div_factor=1000.0,  # lr 0.004 -> 0.1 -> 4e-6 (README: seed's 1e-4)
+        label_smoothing=0.1, clip_grad=1.0, cutmix_alpha=1.0, mix_prob=0.3,
+        translate=0.1, scale=[0.85, 1.15], rotate=15.0, affine_p=0.5,
+        holes_p=0.15, noise_p=0.15,  # albumentations OneOf(p 0.3) of two equally likely transforms
+        holes=8, hole_size=8,  # "8x16 pixel holes" read as up to 8 holes of 8-16 px: README.md
+        seed=1, save_every=5),
+    "seed001": dict(  # the torchvision ResNet-34 notebook: SGDR, Mixup + CutMix, crop + flip only
+        variant="standard", dropout=0.0, epochs=400, batch_size=128, optimizer="sgd", lr=0.1,
+        momentum=0.9, nesterov=False, weight_decay=1e-3, scheduler="cosine-restarts", t0=50,
+        tmult=2, label_smoothing=0.1, mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=1.0,
+        save_every=20),
+}
 
 
 def add_model_args(g):
-    g.add_argument("--variant", choices=["enhanced", "standard"], default="enhanced",
+    g.add_argument("--variant", choices=["enhanced", "standard"],
                    help="enhanced: blocks [5,5,5,5] (seed 003); standard: [3,4,6,3] (seed 001)")
-    g.add_argument("--dropout", type=float, default=0.3, help="before the classifier")
+    g.add_argument("--dropout", type=ranged(float, 0, 1, hi_open=True),
+                   help="before the classifier")
 
 
 def build_model(args):
@@ -59,114 +68,205 @@ def build_model(args):
 plot_curves = plots.overview_curves  # seed 003: 2x2 train/test loss/accuracy + learning rate
 # ---- everything below is shared by the three train.py files --------------------------------
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-g = parser.add_argument_group("data")
-g.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
-g.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
-g.add_argument("--subset", type=int, default=0, help="train on N images (0 = all)")
-g.add_argument("--val-split", type=int, default=0,
-               help="hold out N training images to pick best.pt on (0 = pick on test)")
-g = parser.add_argument_group("optimization")
-g.add_argument("--epochs", type=int)
-g.add_argument("--batch-size", type=int)
-g.add_argument("--optimizer", choices=["sgd", "adamw"])
-g.add_argument("--lr", type=float, help="peak learning rate")
-g.add_argument("--momentum", type=float, default=0.9, help="SGD only")
-g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="SGD only")
-g.add_argument("--weight-decay", type=float)
-g.add_argument("--scheduler", choices=["onecycle", "cosine", "cosine-restarts", "step"])
-g.add_argument("--pct-start", type=float, default=0.3, help="onecycle: warm-up share")
-g.add_argument("--div-factor", type=float, default=25.0, help="onecycle: start lr = lr / this")
-g.add_argument("--final-div-factor", type=float, default=1e4,
-               help="onecycle: end lr = start lr / this")
-g.add_argument("--t0", type=int, default=50, help="cosine-restarts: first cycle, epochs")
-g.add_argument("--tmult", type=int, default=2, help="cosine-restarts: cycle growth")
-g.add_argument("--step-epochs", type=int, default=30, help="step: epochs between lr drops")
-g.add_argument("--gamma", type=float, default=0.1, help="step: lr factor per drop")
-g.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0 = off)")
-g.add_argument("--target-acc", type=float, default=0.0, help="stop once eval top-1 %% reaches it")
-g = parser.add_argument_group("regularization")
-g.add_argument("--label-smoothing", type=float)
-g.add_argument("--mixup-alpha", type=float, default=0.0, help="0 = no Mixup")
-g.add_argument("--cutmix-alpha", type=float, default=0.0, help="0 = no CutMix")
-g.add_argument("--mix-prob", type=float, default=1.0, help="share of batches mixed")
-g.add_argument("--switch-prob", type=float, default=0.5, help="CutMix share when both alphas > 0")
-g.add_argument("--ema", type=float, default=0.0, help="EMA decay per step, e.g. 0.999 (0 = off)")
-add_model_args(parser.add_argument_group("model"))
-g = parser.add_argument_group("augmentation (per image, batched on the device)")
-g.add_argument("--pad", type=int, default=4, help="random crop of the zero-padded image, px")
-g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True)
-g.add_argument("--rotate", type=float, default=0.0, help="max rotation, degrees")
-g.add_argument("--translate", type=float, default=0.0, help="max shift, fraction of the side")
-g.add_argument("--scale", type=float, nargs=2, default=[1.0, 1.0], metavar=("LO", "HI"))
-g.add_argument("--affine-p", type=float, default=1.0, help="chance of rotate/translate/scale")
-g.add_argument("--jitter", type=float, nargs=4, default=[0.0, 0.0, 0.0, 0.0],
-               metavar=("B", "C", "S", "H"),
-               help="colour jitter: brightness contrast saturation hue")
-g.add_argument("--erase-p", type=float, default=0.0, help="random erasing probability")
-g.add_argument("--holes-p", type=float, default=0.0, help="coarse dropout probability")
-g.add_argument("--holes", type=int, default=8, help="coarse dropout: squares per image")
-g.add_argument("--hole-size", type=int, default=8, help="coarse dropout: square side, px")
-g.add_argument("--noise-p", type=float, default=0.0, help="Gaussian noise (never with holes)")
-g.add_argument("--noise-std", type=float, nargs=2, default=[0.0125, 0.0278], metavar=("LO", "HI"))
-g = parser.add_argument_group("run")
-g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-g.add_argument("--amp", choices=["auto", "off", "fp16", "bf16"], default="auto",
-               help="auto = bf16 on CUDA GPUs that have it, else fp16; off on CPU/MPS")
-g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-               help="default: on for CUDA")
-g.add_argument("--compile", action="store_true", help="torch.compile the model")
-g.add_argument("--seed", type=int, default=0)
-g.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name))
-g.add_argument("--save-every", type=int, default=0, help="also keep epoch_N.pt every N epochs")
-g.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
-               help="continue from PATH, or from OUT_DIR/last.pt; flags not given are restored")
-g.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
-parser.set_defaults(**RECIPE)
 
-RANGES = {"epochs": (1, 10**6), "batch_size": (1, 10**6), "subset": (0, 10**8),
-          "val_split": (0, 10**8), "lr": (1e-8, 100), "momentum": (0, 1), "weight_decay": (0, 1),
-          "label_smoothing": (0, 0.99), "mixup_alpha": (0, 100), "cutmix_alpha": (0, 100),
-          "mix_prob": (0, 1), "switch_prob": (0, 1), "dropout": (0, 0.99), "ema": (0, 0.999999),
-          "pad": (0, 16), "rotate": (0, 180), "translate": (0, 0.5), "affine_p": (0, 1),
-          "erase_p": (0, 1), "holes_p": (0, 1), "holes": (1, 64), "hole_size": (1, 32),
-          "noise_p": (0, 1), "clip_grad": (0, 1e6), "target_acc": (0, 100),
-          "pct_start": (0.01, 0.99), "t0": (1, 10**6), "tmult": (1, 100), "step_epochs": (1, 10**6), "save_every": (0, 10**6)}
+def build_parser(add_help=True):
+    """The flags, grouped; their defaults are the recipe's (see `select_recipe` in parse_args)."""
+    p = Parser(__doc__.split("\n\n")[0], RECIPES, add_help=add_help)
+    unit, share, count = ranged(float, 0, 1), ranged(float, 0, 1), ranged(int, 0)
+    p.add_argument("--recipe", default=next(iter(RECIPES)), choices=list(RECIPES),
+                   help="a named set of defaults, listed at the end")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
+    g.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100",
+                   help="synthetic: the offline stand-in, same shapes and class names")
+    g.add_argument("--subset", type=count, default=0, help="train on N images (0 = all)")
+    g.add_argument("--val-split", type=count, default=0,
+                   help="hold out N training images to pick best.pt on (0 = pick on test)")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--epochs", type=ranged(int, 1), help="passes over the training set")
+    g.add_argument("--batch-size", type=ranged(int, 1), help="images per optimizer step")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"])
+    g.add_argument("--lr", type=ranged(float, 0, 100, lo_open=True), help="peak learning rate")
+    g.add_argument("--momentum", type=share, default=0.9, help="SGD only")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, help="SGD only")
+    g.add_argument("--weight-decay", type=unit, help="L2 factor (SGD) or decoupled (AdamW)")
+    g.add_argument("--scheduler", choices=["onecycle", "cosine", "cosine-restarts", "step"],
+                   help="stepped once per optimizer step")
+    g.add_argument("--pct-start", type=ranged(float, 0, 1, True, True), default=0.3,
+                   help="onecycle: warm-up share")
+    g.add_argument("--div-factor", type=ranged(float, 1), default=25.0,
+                   help="onecycle: start lr = lr / this")
+    g.add_argument("--final-div-factor", type=ranged(float, 1), default=1e4,
+                   help="onecycle: end lr = start lr / this")
+    g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: first cycle, "
+                   "epochs")
+    g.add_argument("--tmult", type=ranged(int, 1), default=2, help="cosine-restarts: growth")
+    g.add_argument("--step-epochs", type=ranged(int, 1), default=30,
+                   help="step: epochs between lr drops")
+    g.add_argument("--gamma", type=unit, default=0.1, help="step: lr factor per drop")
+    g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0,
+                   help="max gradient norm (0 = off)")
+    g.add_argument("--target-acc", type=ranged(float, 0, 100), default=0.0,
+                   help="stop once eval top-1 %% reaches it (0 = never)")
+    g = p.add_argument_group("regularization")
+    g.add_argument("--label-smoothing", type=ranged(float, 0, 1, hi_open=True),
+                   help="share of the target spread over all classes")
+    g.add_argument("--mixup-alpha", type=ranged(float, 0), default=0.0, help="0 = no Mixup")
+    g.add_argument("--cutmix-alpha", type=ranged(float, 0), default=0.0, help="0 = no CutMix")
+    g.add_argument("--mix-prob", type=share, default=1.0, help="share of batches mixed")
+    g.add_argument("--switch-prob", type=share, default=0.5,
+                   help="CutMix share when both alphas > 0")
+    g.add_argument("--ema", type=ranged(float, 0, 1, hi_open=True), default=0.0,
+                   help="EMA decay per step, e.g. 0.999 (0 = off)")
+    add_model_args(p.add_argument_group("model"))
+    g = p.add_argument_group("augmentation (per image, batched on the device)")
+    g.add_argument("--pad", type=ranged(int, 0, 16), default=4,
+                   help="random crop of the zero-padded image, px")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="horizontal, p 0.5")
+    g.add_argument("--rotate", type=ranged(float, 0, 180), default=0.0,
+                   help="max rotation, degrees")
+    g.add_argument("--translate", type=ranged(float, 0, 0.5), default=0.0,
+                   help="max shift, fraction of the side")
+    g.add_argument("--scale", type=ranged(float, 0.1, 10), nargs=2, default=[1.0, 1.0],
+                   metavar=("LO", "HI"), help="zoom range")
+    g.add_argument("--affine-p", type=share, default=1.0, help="chance of rotate/translate/scale")
+    g.add_argument("--jitter", type=ranged(float, 0, 1), nargs=4, default=[0.0, 0.0, 0.0, 0.0],
+                   metavar=("B", "C", "S", "H"),
+                   help="colour jitter: brightness contrast saturation hue")
+    g.add_argument("--erase-p", type=share, default=0.0, help="random erasing probability")
+    g.add_argument("--holes-p", type=share, default=0.0, help="coarse dropout probability")
+    g.add_argument("--holes", type=ranged(int, 1, 64), default=8,
+                   help="coarse dropout: squares per image")
+    g.add_argument("--hole-size", type=ranged(int, 1, 32), default=8,
+                   help="coarse dropout: square side, px")
+    g.add_argument("--noise-p", type=share, default=0.0, help="Gaussian noise (never with holes)")
+    g.add_argument("--noise-std", type=ranged(float, 0, 1), nargs=2, default=[0.0125, 0.0278],
+                   metavar=("LO", "HI"), help="Gaussian noise: std range, on [0, 1] pixels")
+    g = p.add_argument_group("run")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
+                   help="auto: CUDA, else MPS, else CPU")
+    g.add_argument("--amp", choices=["auto", "off", "fp16", "bf16"], default="auto",
+                   help="auto: bf16 on CUDA GPUs with native bf16 (compute capability 8.0+), "
+                   "fp16 with loss scaling on older ones; off on CPU/MPS")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout; None = on for CUDA")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--seed", type=int, default=0, help="data order, augmentation and init")
+    g.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name),
+                   help="the run directory")
+    g.add_argument("--save-every", type=count, default=0,
+                   help="also keep epoch_N.pt every N epochs (0 = never)")
+    g.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
+                   help="continue from PATH, or from OUT_DIR/last.pt; flags not given are restored")
+    g.add_argument("--progress-every", type=ranged(float, 0), default=10.0,
+                   help="seconds between progress lines")
+    return p
+
+
+def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_grad=0.0):
+    """One optimizer step on one batch -> (loss, logits), detached, still on the device.
+
+    The forward pass and the loss run under autocast (bf16/fp16 on CUDA, off elsewhere). With
+    fp16 the loss is scaled up so small gradients do not flush to zero, and scaled back before
+    clipping; a step whose gradients overflowed is skipped and the scale lowered.
+    """
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = model(x)
+        loss = losses.soft_target_cross_entropy(logits, target, smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
 
 
 def parse_args(argv=None):
-    args = parser.parse_args(argv)
-    if args.resume:  # the checkpoint's flags become the defaults; flags given here still win
-        path = Path(args.out_dir) / "last.pt" if args.resume == "last" else Path(args.resume)
+    """Flags on the command line > the checkpoint's flags (--resume) > the recipe's defaults."""
+    pre = build_parser(add_help=False)
+    pre.set_defaults(recipe=None, out_dir=None)  # None: not on the command line
+    given, _ = pre.parse_known_args(argv)
+    parser = build_parser()
+    if given.resume:
+        run_dir = Path(given.out_dir or parser.get_default("out_dir"))
+        path = run_dir / "last.pt" if given.resume == "last" else Path(given.resume)
         saved = load_checkpoint(path)["args"]
-        parser.set_defaults(**{k: v for k, v in saved.items() if k != "resume"})
-        args = parser.parse_args(argv)
+        if given.recipe and given.recipe != saved.get("recipe"):
+            parser.error(f"argument --recipe: the checkpoint was trained with recipe "
+                         f"{saved.get('recipe')!r}; drop --recipe when resuming")
+        parser.select_recipe(saved.get("recipe", next(iter(RECIPES))))
+        parser.set_defaults(**{k: v for k, v in saved.items() if k != "resume"},
+                            out_dir=str(given.out_dir or path.parent))
+    else:
+        parser.select_recipe(given.recipe or next(iter(RECIPES)))
+    args = parser.parse_args(argv)
+    if given.resume:
         args.resume = str(path)
     return args
 
 
 def check_args(args):
-    for name, (lo, hi) in RANGES.items():
-        if not lo <= getattr(args, name) <= hi:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} is outside "
-                             f"[{lo}, {hi}]")
+    """What a single flag's type cannot check."""
     if args.holes_p + args.noise_p > 1:
         raise ValueError("--holes-p plus --noise-p must be at most 1 (they share one draw)")
+    if args.scale[0] > args.scale[1]:
+        raise ValueError(f"--scale {args.scale[0]} {args.scale[1]}: LO must not exceed HI")
 
 
 @torch.no_grad()
 def evaluate(model, loader, dtype):
-    """Plain cross-entropy, top-1 and top-5 (%) over a whole split."""
+    """Plain cross-entropy, top-1 and top-5 (%) over a whole split; one host sync at the end."""
     model.eval()
-    loss, c1, c5, n = 0.0, 0, 0, 0
+    sums = torch.zeros(3, dtype=torch.float64, device=loader.x.device)  # loss, top-1, top-5
     for x, y in loader:
         with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(x)
-        loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
-        k1, k5 = metrics.topk_correct(logits, y)
-        c1, c5, n = c1 + k1, c5 + k5, n + len(y)
-    return {"loss": loss / n, "top1": 100 * c1 / n, "top5": 100 * c5 / n}
+        hit = logits.topk(5, dim=1).indices == y[:, None]
+        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
+                             hit[:, 0].sum().double(), hit.any(1).sum().double()])
+    loss, top1, top5 = (sums / len(loader.x)).tolist()
+    return {"loss": loss, "top1": 100 * top1, "top5": 100 * top5}
+
+
+def make_loaders(args, device):
+    """uint8 splits held on the device -> (splits, training loader, {"val"/"test": loader}).
+
+    Each training batch is augmented as it is drawn; evaluation batches are only normalized.
+    """
+    splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.val_split)
+    normalize = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
+    augment = Augment(
+        normalize, pad=args.pad, flip=args.flip, rotate=args.rotate, translate=args.translate,
+        scale=tuple(args.scale), affine_p=args.affine_p, jitter=tuple(args.jitter),
+        erase_p=args.erase_p, holes_p=args.holes_p, holes=args.holes, hole_size=args.hole_size,
+        noise_p=args.noise_p, noise_std=tuple(args.noise_std))
+    train_loader = Loader(splits["train"], args.batch_size, device, augment, shuffle=True,
+                          seed=args.seed, drop_last=True)
+    eval_loaders = {name: Loader(splits[name], 500, device, normalize)
+                    for name in ("val", "test") if splits[name] is not None}
+    return splits, train_loader, eval_loaders
+
+
+def restore(args, fingerprint, device, model, ema, optimizer, scheduler, scaler, tracker):
+    """Load --resume's checkpoint into the run's objects -> (best, epoch, step, running sums)."""
+    ck = load_checkpoint(args.resume, map_location=device)
+    check_compatible(ck, **fingerprint)
+    if (args.epochs, args.batch_size) != (ck["args"]["epochs"], ck["args"]["batch_size"]):
+        raise ValueError(f"the lr schedule was laid out for --epochs {ck['args']['epochs']} "
+                         f"--batch-size {ck['args']['batch_size']}; resume with those values")
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    scaler.load_state_dict(ck["scaler"])
+    if ema is not None and ck.get("ema") is not None:
+        ema.load_state_dict(ck["ema"])
+    tracker.load_state_dict(ck["tracker"])
+    set_rng_state(ck["rng"])
+    print(f"resumed from {args.resume} at epoch {ck['epoch']} batch {ck['step']}")
+    return ck["best"], ck["epoch"], ck["step"], ck["running_sums"]
 
 
 def main(args):
@@ -181,21 +281,11 @@ def main(args):
                          "or start a new one with --out-dir NEW_DIR")
     torch.manual_seed(args.seed)
 
-    splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.val_split)
-    augment = data.Augment(
-        pad=args.pad, flip=args.flip, rotate=args.rotate, translate=args.translate,
-        scale=tuple(args.scale), affine_p=args.affine_p, jitter=tuple(args.jitter),
-        erase_p=args.erase_p, holes_p=args.holes_p, holes=args.holes, hole_size=args.hole_size,
-        noise_p=args.noise_p, noise_std=tuple(args.noise_std))
-    train_loader = data.Loader(splits["train"], args.batch_size, device, augment, shuffle=True,
-                               seed=args.seed, drop_last=True)
-    eval_loaders = {name: data.Loader(splits[name], 500, device)
-                    for name in ("val", "test") if splits[name] is not None}
+    splits, train_loader, eval_loaders = make_loaders(args, device)
 
     model, model_args = build_model(args)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last if channels_last
+                     else torch.preserve_format)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
            if args.ema else None)
     optimizer = runtime.build_optimizer(args, model.parameters())
@@ -203,32 +293,18 @@ def main(args):
     scheduler = runtime.build_scheduler(args, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     tracker = metrics.MetricsTracker(out)
-    start_epoch, start_step, partial = 0, 0, None
+    fingerprint = {"arch": ARCH, "num_classes": data.NUM_CLASSES, "dataset": args.dataset,
+                   "model_args": model_args}  # what --resume and evaluate.py check
+    start_epoch, start_step, running_sums = 0, 0, None
     best = {"epoch": 0, "top1": -1.0, "split": "val" if splits["val"] is not None else "test"}
-
-    identity = {"arch": ARCH, "num_classes": data.NUM_CLASSES, "dataset": args.dataset,
-                "model_args": model_args}
     if args.resume:
-        ck = load_checkpoint(args.resume, map_location=device)
-        check_compatible(ck, **identity)
-        if (args.epochs, args.batch_size) != (ck["args"]["epochs"], ck["args"]["batch_size"]):
-            raise ValueError(f"the lr schedule was laid out for --epochs {ck['args']['epochs']} "
-                             f"--batch-size {ck['args']['batch_size']}; resume with those values")
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.load_state_dict(ck["ema"])
-        tracker.load_state_dict(ck["tracker"])
-        best, start_epoch, start_step, partial = ck["best"], ck["epoch"], ck["step"], ck["partial"]
-        set_rng_state(ck["rng"])
-        print(f"resumed from {args.resume} at epoch {start_epoch} batch {start_step}")
-    (out / "args.json").write_text(json.dumps(vars(args), indent=2))
+        best, start_epoch, start_step, running_sums = restore(
+            args, fingerprint, device, model, ema, optimizer, scheduler, scaler, tracker)
+    metrics.write_json(vars(args), out / "args.json")
     run_model = torch.compile(model) if args.compile else model
 
-    def state(epoch, step, partial=None):
-        return {**identity, "epoch": epoch, "step": step, "partial": partial,
+    def checkpoint(epoch, step=0, running_sums=None):  # the schema: common/checkpoint.py
+        return {**fingerprint, "epoch": epoch, "step": step, "running_sums": running_sums,
                 "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "tracker": tracker.state_dict(), "best": best,
@@ -240,91 +316,85 @@ def main(args):
     if splits["val"] is None:
         print("no --val-split: best.pt is the epoch with the best TEST top-1 (an optimistic "
               "pick); the final epoch is reported as well")
-    interrupted = []  # Ctrl-C sets it; the loop stops between two steps and saves last.pt
-
-    def on_sigint(*_):
-        if interrupted:
-            raise KeyboardInterrupt  # a second Ctrl-C aborts at once
-        interrupted.append(True)
-        print("\nCtrl-C: saving last.pt after this step (Ctrl-C again to abort)", flush=True)
-    signal.signal(signal.SIGINT, on_sigint)
-
     epoch_times = []
-    for epoch in range(start_epoch, args.epochs):
-        t0 = time.time()
-        model.train()
-        train_loader.set_epoch(epoch)
-        step0 = start_step if epoch == start_epoch else 0
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*B, correct, images
-        if partial is not None and epoch == start_epoch:
-            sums += torch.tensor(partial, dtype=torch.float64, device=device)
-        progress = metrics.Progress(steps, args.progress_every)
-        lr = optimizer.param_groups[0]["lr"]
-        for i, (x, y) in enumerate(train_loader.iterate(step0), start=step0):
-            rng = np.random.default_rng([args.seed, epoch, i])
-            x, target = mixing.mix(x, y, data.NUM_CLASSES, rng, args.mixup_alpha,
-                                   args.cutmix_alpha, args.mix_prob, args.switch_prob)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            # the training step
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = run_model(x)
-                loss = losses.soft_target_cross_entropy(logits, target, args.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if args.clip_grad:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]  # the lr this step used, for the log
-            scheduler.step()
+    with runtime.StopOnCtrlC("Ctrl-C: saving last.pt after this step (Ctrl-C again to abort)") \
+            as stop:
+        for epoch in range(start_epoch, args.epochs):
+            t0 = time.time()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            model.train()
+            train_loader.set_epoch(epoch)
+            first = start_step if epoch == start_epoch else 0
+            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*B, correct, images
+            if running_sums is not None and epoch == start_epoch:
+                sums += torch.tensor(running_sums, dtype=torch.float64, device=device)
+            progress = metrics.Progress(steps, args.progress_every)
+            lr = optimizer.param_groups[0]["lr"]
+            for i, (x, y) in enumerate(train_loader.iterate(first), start=first):
+                rng = np.random.default_rng([args.seed, epoch, i])
+                x, target = mixing.mix(x, y, data.NUM_CLASSES, rng, args.mixup_alpha,
+                                       args.cutmix_alpha, args.mix_prob, args.switch_prob)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = optimizer.param_groups[0]["lr"]  # the lr this step uses, for the log
+                loss, logits = train_step(run_model, x, target, optimizer, scaler, dtype,
+                                          args.label_smoothing, args.clip_grad)
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                sums[0] += loss * len(y)
+                sums[1] += (logits.argmax(1) == target.argmax(1)).sum()  # vs the dominant label
+                sums[2] += len(y)
+                progress.step(i, len(y), lambda: sums[0].item() / sums[2].item())
+                if i % 20 == 0 and not torch.isfinite(sums[0]):  # a host sync every 20 steps
+                    break  # reported below
+                if stop:
+                    save_checkpoint(checkpoint(epoch, i + 1, sums.tolist()), out / "last.pt")
+                    print(f"interrupted: saved {out / 'last.pt'} at epoch {epoch + 1} batch "
+                          f"{i + 1}/{steps}; continue with --resume")
+                    return None
+            train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
+            train_time = time.time() - t0  # .item() above waited for the GPU
+            results = {name: evaluate(run_model, loader, dtype)
+                       for name, loader in eval_loaders.items()}
             if ema is not None:
-                ema.update_parameters(model)
-            sums[0] += loss.detach() * len(y)
-            sums[1] += (logits.argmax(1) == target.argmax(1)).sum()  # vs the dominant label
-            sums[2] += len(y)
-            progress.step(i, len(y), lambda: sums[0].item() / sums[2].item())
-            if i % 20 == 0 and not torch.isfinite(sums[0]):  # a GPU sync every 20 steps only
-                break  # reported below
-            if interrupted:
-                save_checkpoint(state(epoch, i + 1, sums.tolist()), out / "last.pt")
-                print(f"interrupted: saved {out / 'last.pt'} at epoch {epoch + 1} batch "
-                      f"{i + 1}/{steps}; continue with --resume")
+                for name, loader in eval_loaders.items():
+                    results[f"ema_{name}"] = evaluate(ema.module, loader, dtype)
+            if not all(math.isfinite(v) for v in [train_loss] + [r["loss"]
+                                                                   for r in results.values()]):
+                raise FloatingPointError(
+                    f"the loss became non-finite in epoch {epoch + 1}; nothing of that epoch was "
+                    f"saved and {out / 'last.pt'} holds epoch {epoch}: lower --lr or set "
+                    "--clip-grad")
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                   "train_images": sums[2].item(), "train_time": train_time,
+                   "peak_mem_mb": runtime.peak_memory_mb(device)}
+            for name in ("val", "test", "ema_val", "ema_test"):
+                for k in ("loss", "top1", "top5"):
+                    row[f"{name}_{k}"] = results[name][k] if name in results else math.nan
+            row["time"] = time.time() - t0
+            tracker.append(**row)
+            score = results[best["split"]]["top1"]
+            if score > best["top1"]:
+                best = {"epoch": epoch + 1, "top1": score, "split": best["split"]}
+                save_checkpoint(checkpoint(epoch + 1), out / "best.pt")
+            save_checkpoint(checkpoint(epoch + 1), out / "last.pt")
+            if args.save_every and (epoch + 1) % args.save_every == 0:
+                save_checkpoint(checkpoint(epoch + 1), out / f"epoch_{epoch + 1}.pt")
+            plot_curves(tracker.columns(), out / "training_curves.png", best["epoch"])
+            epoch_times.append(time.time() - t0)
+            eta = np.mean(epoch_times[-5:]) * (args.epochs - epoch - 1)
+            print(metrics.epoch_line(epoch + 1, args.epochs, row, epoch_times[-1], eta),
+                  flush=True)
+            if stop:
+                print(f"interrupted: {out / 'last.pt'} holds epoch {epoch + 1}; continue with "
+                      "--resume")
                 return None
-        train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
-        results = {name: evaluate(run_model, loader, dtype)
-                   for name, loader in eval_loaders.items()}
-        if ema is not None:
-            for name, loader in eval_loaders.items():
-                results[f"ema_{name}"] = evaluate(ema.module, loader, dtype)
-        if not all(math.isfinite(v) for v in [train_loss] + [r["loss"] for r in results.values()]):
-            raise FloatingPointError(
-                f"the loss became non-finite in epoch {epoch + 1}; nothing of that epoch was saved "
-                f"and {out / 'last.pt'} holds epoch {epoch}: lower --lr or set --clip-grad")
-        row = {"epoch": epoch + 1, "lr": lr,
-               "train_loss": train_loss, "train_acc": train_acc, "time": time.time() - t0}
-        for name in ("val", "test", "ema_val", "ema_test"):
-            for k in ("loss", "top1", "top5"):
-                row[f"{name}_{k}"] = results[name][k] if name in results else math.nan
-        tracker.append(**row)
-        score = results[best["split"]]["top1"]
-        if score > best["top1"]:
-            best = {"epoch": epoch + 1, "top1": score, "split": best["split"]}
-            save_checkpoint(state(epoch + 1, 0), out / "best.pt")
-        save_checkpoint(state(epoch + 1, 0), out / "last.pt")
-        if args.save_every and (epoch + 1) % args.save_every == 0:
-            save_checkpoint(state(epoch + 1, 0), out / f"epoch_{epoch + 1}.pt")
-        plot_curves(tracker.columns(), out / "training_curves.png", best["epoch"])
-        epoch_times.append(time.time() - t0)
-        eta = np.mean(epoch_times[-5:]) * (args.epochs - epoch - 1)
-        print(metrics.epoch_line(epoch + 1, args.epochs, row, epoch_times[-1], eta), flush=True)
-        if interrupted:
-            print(f"interrupted: {out / 'last.pt'} holds epoch {epoch + 1}; continue with --resume")
-            return None
-        if args.target_acc and score >= args.target_acc:
-            print(f"reached --target-acc {args.target_acc}% ({best['split']} top-1 {score:.2f}%)")
-            break
+            if args.target_acc and score >= args.target_acc:
+                print(f"reached --target-acc {args.target_acc}% ({best['split']} top-1 "
+                      f"{score:.2f}%)")
+                break
     final = tracker.rows[-1] if tracker.rows else {}
     summary = {"best_epoch": best["epoch"], f"best_{best['split']}_top1": best["top1"],
                "final_epoch": int(final.get("epoch", 0)), "final_test_top1": final.get("test_top1"),

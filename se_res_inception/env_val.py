@@ -8,7 +8,6 @@ caught, so a missing feature is a line in the report, not a crash. Ends with a o
     python se_res_inception/env_val.py            # torch.compile: about a minute on 2 CPU cores
     python se_res_inception/env_val.py --skip-compile --device cpu
 """
-import argparse
 import platform
 import sys
 import time
@@ -22,11 +21,14 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common import runtime  # noqa: E402
+from common.flags import Parser  # noqa: E402
 from model import ResInceptionBlock  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-parser.add_argument("--skip-compile", action="store_true", help="skip the torch.compile check")
+def build_parser():
+    p = Parser(__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--skip-compile", action="store_true", help="skip the torch.compile check")
+    return p
 
 
 def tiny_model():
@@ -121,4 +123,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(parser.parse_args()))
+    sys.exit(main(build_parser().parse_args()))

@@ -7,41 +7,43 @@ Writes superclass_confusion.png (row-normalized 20x20, annotated) and superclass
 
     python se_res_inception/evaluate_superclass.py --checkpoint runs/se_res_inception/best.pt
 """
-import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `common` resolves from the repo root or from inside the folder
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import torch  # noqa: E402
 
 from common import plots, runtime  # noqa: E402
-from common.checkpoint import CheckpointError  # noqa: E402
-from common.data import COARSE_NAMES, FINE_TO_COARSE, DataError  # noqa: E402
-from common.metrics import confusion_matrix  # noqa: E402
-from evaluate import load_model, predict, test_split  # noqa: E402
+from common.augment import Normalize  # noqa: E402
+from common.checkpoint import CheckpointError, load_model  # noqa: E402
+from common.data import (CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_TO_COARSE,  # noqa: E402
+                         DataError, load_splits)
+from common.flags import Parser, ranged  # noqa: E402
+from common.inference import data_of, predict  # noqa: E402
+from common.metrics import confusion_matrix, superclass_accuracy, write_json  # noqa: E402
+from model import se_res_inception  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--checkpoint", default=str(ROOT / "runs/se_res_inception/best.pt"),
-                    help="a training checkpoint or a bare state dict (default factory arguments); "
-                         "default: runs/se_res_inception/best.pt under the repo root")
-parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-parser.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
-parser.add_argument("--dataset", choices=["cifar100", "synthetic"],
-                    help="default: the checkpoint's (cifar100 for a bare state dict)")
-parser.add_argument("--subset", type=int, help="default: the checkpoint's (sets the test size)")
-parser.add_argument("--batch-size", type=int, default=500)
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-parser.add_argument("--out-dir", help="default: <checkpoint dir>/superclass")
+FACTORY = se_res_inception  # rebuilds the checkpoint's network, named by its __name__
+RUN_DIR = HERE.parent / "runs" / HERE.name  # where this folder's train.py writes
 
 
-def superclass_accuracy(pred, y, fine_to_coarse=FINE_TO_COARSE):
-    """% of images whose predicted fine class lies in the superclass of the true fine class."""
-    to_coarse = torch.as_tensor(fine_to_coarse)
-    return 100.0 * float((to_coarse[pred] == to_coarse[y]).double().mean())
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(RUN_DIR / "best.pt"),
+                   help="a training checkpoint, a bare state dict (default factory arguments) "
+                        "or a {'model_state_dict': ...}")
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
+    p.add_argument("--dataset", choices=["cifar100", "synthetic"],
+                   help="default: the checkpoint's (cifar100 for a bare state dict)")
+    p.add_argument("--subset", type=ranged(int, 0),
+                   help="default: the checkpoint's (sets the test size)")
+    p.add_argument("--batch-size", type=ranged(int, 1), default=500)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--out-dir", help="default: <checkpoint dir>/superclass")
+    return p
 
 
 def summed_superclass(probs, fine_to_coarse=FINE_TO_COARSE):
@@ -54,11 +56,13 @@ def summed_superclass(probs, fine_to_coarse=FINE_TO_COARSE):
 def main(args):
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, device, args.ema)
-        x, y = test_split(args, ckpt)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema)
+        model = model.to(device)
+        x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    probs = predict(model, x, device, args.batch_size)
+    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
+    probs = predict(model, x, normalize, device, args.batch_size)
     if probs.shape[1] != len(FINE_TO_COARSE):
         raise SystemExit(f"error: the model has {probs.shape[1]} classes; superclasses need the "
                          f"{len(FINE_TO_COARSE)} CIFAR-100 classes")
@@ -66,7 +70,7 @@ def main(args):
     to_coarse = torch.tensor(FINE_TO_COARSE)
     pred = probs.argmax(1)
     fine = 100.0 * float((pred == y).double().mean())
-    coarse = superclass_accuracy(pred, y)
+    coarse = superclass_accuracy(pred, y, FINE_TO_COARSE)
     summed = 100.0 * float((summed_superclass(probs).argmax(1) == to_coarse[y]).double().mean())
     wrong = pred != y
     near = (to_coarse[pred] == to_coarse[y]) & wrong  # wrong class, right superclass
@@ -97,12 +101,10 @@ def main(args):
               "fine_mistakes_within_superclass": within, "per_superclass_top1": per_class,
               "superclass_names": list(COARSE_NAMES), "confusion_row_normalized": row_norm.tolist(),
               "confusion_counts": cm.long().tolist()}
-    tmp = out / ".superclass.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, out / "superclass.json")
+    write_json(report, out / "superclass.json")
     print(f"wrote superclass_confusion.png and superclass.json to {out}")
     return report
 
 
 if __name__ == "__main__":
-    main(parser.parse_args())
+    main(build_parser().parse_args())

@@ -32,6 +32,7 @@ the summary; add --speed for the CPU training throughput.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 # (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per block, from the table above
 WIDTHS = ((64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64),
@@ -180,22 +181,12 @@ def se_res_inception(num_classes=100, dropout=0.5, block_dropout=0.2, drop_path=
 
 
 def count_flops(model, x):
-    """Multiply-accumulates of one forward pass through the convs and linears, per image."""
-    macs = []
-
-    def hook(m, inp, out):
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            macs.append(out[0].numel() * m.in_channels // m.groups * k)
-        elif isinstance(m, nn.Linear):
-            macs.append(m.in_features * m.out_features)
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.no_grad():
+    """Multiply-adds of one forward pass per image, counted by torch.utils.flop_counter (it
+    reports 2 FLOPs per multiply-add of convolutions and matrix products; norms and activations
+    are not counted)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(x[:1])
-    for h in handles:
-        h.remove()
-    return sum(macs)
+    return counter.get_total_flops() // 2
 
 
 def get_model_summary(model=None):

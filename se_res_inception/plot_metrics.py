@@ -5,29 +5,33 @@ top-1 when the run had no --val-split). Works on any run dir of the repo, also w
 
     python se_res_inception/plot_metrics.py --run-dir runs/se_res_inception
 """
-import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `common` resolves from the repo root or from inside the folder
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import numpy as np  # noqa: E402
 
 from common import plots  # noqa: E402
+from common.flags import Parser  # noqa: E402
 from common.metrics import MetricsTracker  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--run-dir", default=str(ROOT / "runs/se_res_inception"),
-                    help="holds metrics.npz; default: runs/se_res_inception under the repo root")
-parser.add_argument("--out", help="default: <run dir>/training_curves.png")
+RUN_DIR = HERE.parent / "runs" / HERE.name  # where this folder's train.py writes
+
+
+def build_parser():
+    p = Parser(__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", default=str(RUN_DIR), help="holds metrics.npz")
+    p.add_argument("--out", help="default: <run dir>/training_curves.png")
+    return p
 
 
 def main(args):
     run = Path(args.run_dir)
     if not (run / "metrics.npz").is_file():
         raise SystemExit(f"error: no metrics.npz in {run}; train first "
-                         "(python se_res_inception/train.py --out-dir DIR) or pass --run-dir DIR")
+                         f"(python {HERE.name}/train.py --out-dir DIR) or pass --run-dir DIR")
     try:
         m = MetricsTracker.load(run)
     except Exception as e:  # truncated or not an npz: one line, no traceback
@@ -46,4 +50,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parser.parse_args())
+    main(build_parser().parse_args())

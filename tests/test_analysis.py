@@ -205,13 +205,13 @@ def checkpoint(tmp_path_factory):
 def test_evaluate_main_report_and_refusals(checkpoint, tmp_path):
     """In-process (the CLI runs are in test_resnet18.py): figures agree, bad input is one line."""
     ev = load_module(REPO / "resnet18/evaluate.py", "r18_evaluate_analysis")
-    r = ev.main(ev.parser.parse_args(["--checkpoint", str(checkpoint), "--device", "cpu",
+    r = ev.main(ev.build_parser().parse_args(["--checkpoint", str(checkpoint), "--device", "cpu",
                                       "--out-dir", str(tmp_path)]))
     assert r["images"] == 100 and len(r["per_class_recall"]) == 100
     assert 100 * r["weighted_recall"] == pytest.approx(r["top1"])  # support-weighted = accuracy
     assert sum(r["calibration_bins"]["count"]) == 100
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(r))
-    for f in ("confusion_matrix", "confusion_superclass", "reliability", "samples",
+    for f in ("confusion_matrix", "superclass_confusion", "reliability", "samples",
               "confident_mistakes"):
         assert png_size(tmp_path / f"{f}.png")[0] > 300
     ck = torch.load(checkpoint, weights_only=True)
@@ -221,5 +221,5 @@ def test_evaluate_main_report_and_refusals(checkpoint, tmp_path):
                           (["--checkpoint", str(checkpoint), "--ema"], "no EMA weights"),
                           (["--checkpoint", str(tmp_path / "none.pt")], "no checkpoint at")):
         with pytest.raises(SystemExit, match=f"^error: .*{message}") as e:
-            ev.main(ev.parser.parse_args([*argv, "--device", "cpu"]))
+            ev.main(ev.build_parser().parse_args([*argv, "--device", "cpu"]))
         assert "\n" not in str(e.value)

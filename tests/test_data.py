@@ -1,4 +1,4 @@
-"""common/data.py: constants, the official-file reader, the synthetic set, augmentation, loader."""
+"""common/data.py: constants, the official-file reader, download, the synthetic set, splits."""
 import pickle
 import re
 
@@ -108,51 +108,3 @@ def test_synthetic_is_deterministic_learnable_and_grouped():
     coarse = torch.tensor(data.FINE_TO_COARSE)
     same = (coarse[:, None] == coarse[None, :]) & ~torch.eye(100, dtype=torch.bool)
     assert d[same].mean() < 0.8 * d[coarse[:, None] != coarse[None, :]].mean()
-
-
-def test_augment_identity_crop_and_flip_are_exact():
-    x, _ = data.synthetic_cifar100(64, 3)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    assert torch.allclose(data.Augment(pad=0, flip=False)(x, g()), data.normalize(x), atol=1e-5)
-    plain = data.normalize(torch.nn.functional.pad(x, (4, 4, 4, 4)).float().to(torch.uint8))
-    out = data.Augment(pad=4, flip=True)(x, g())
-    shifts = set()
-    for i in range(len(x)):  # each image is one integer crop of the padded image, maybe flipped
-        windows = {(dy, dx): plain[i, :, dy:dy + 32, dx:dx + 32]
-                   for dy in range(9) for dx in range(9)}
-        hits = [(k, fl) for k, w in windows.items() for fl in (False, True)
-                if torch.allclose(out[i], w.flip(-1) if fl else w, atol=1e-4)]
-        assert hits, f"image {i} is not a crop of the padded original"
-        shifts.add(hits[0])
-    assert len(shifts) > 10  # parameters are drawn per image
-
-
-def test_augment_masks_and_noise_hit_their_share():
-    x, _ = data.synthetic_cifar100(400, 3)
-    g = torch.Generator().manual_seed(0)
-    erased = (data.Augment(pad=0, flip=False, erase_p=0.5)(x, g) == 0).all(1).flatten(1).any(1)
-    assert 0.35 < erased.float().mean() < 0.65
-    aug = data.Augment(pad=0, flip=False, holes_p=0.3, noise_p=0.3, holes=2, hole_size=8)
-    out, clean = aug(x, torch.Generator().manual_seed(1)), data.normalize(x)
-    holed = (out == 0).all(1).flatten(1).sum(1) >= 16
-    changed = ~torch.isclose(out, clean, atol=1e-4).flatten(1).all(1)
-    assert 0.2 < holed.float().mean() < 0.4 and 0.45 < changed.float().mean() < 0.75
-
-
-def test_loader_replays_an_epoch_from_any_batch():
-    split = data.synthetic_cifar100(200, 4)
-    loader = data.Loader(split, 32, "cpu", data.Augment(rotate=15, erase_p=0.5), shuffle=True,
-                         seed=7, drop_last=True)
-    loader.set_epoch(3)
-    full = list(loader)
-    assert len(full) == 6 and all(xb.shape == (32, 3, 32, 32) for xb, _ in full)
-    tail = list(loader.iterate(start=4))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[4:], tail))
-    loader.set_epoch(4)
-    assert not torch.equal(next(iter(loader))[1], full[0][1])
-    with pytest.raises(data.DataError, match="lower --batch-size"):
-        data.Loader(split, 500, "cpu", shuffle=True, drop_last=True)
-    with pytest.raises(data.DataError, match="at least 1"):
-        data.Loader(split, 0, "cpu")
-    with pytest.raises(data.DataError, match="--subset -5"):
-        data.load_splits("synthetic", None, subset=-5)

@@ -125,7 +125,7 @@ def _flat(d, prefix=""):
 
 def test_bad_input_gets_one_line_errors(trained, tmp_path):
     cases = [
-        (["--mix-prob", "2"], "--mix-prob 2.0 is outside [0, 1]"),
+        (["--mix-prob", "2"], "argument --mix-prob: 2.0 is outside [0, 1]"),
         (["--batch-size", "500"], "lower --batch-size"),
         (["--out-dir", trained], "already holds a run"),
         (["--resume", tmp_path / "none.pt"], "no checkpoint at"),

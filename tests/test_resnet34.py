@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from common.checkpoint import load_model
 from conftest import REPO, TINY, load_module, run
 
 model_mod = load_module(REPO / "resnet34" / "model.py", "resnet34_model")
@@ -51,7 +52,8 @@ def test_standard_variant_is_torchvision_resnet34_with_the_cifar_stem():
 def test_evaluate_rebuilds_the_variant_of_a_bare_state_dict(tmp_path):
     for variant in ("standard", "enhanced"):
         torch.save(model_mod.resnet34(variant).state_dict(), tmp_path / f"{variant}.pt")
-        model, ckpt = evaluate.load_model(tmp_path / f"{variant}.pt", torch.device("cpu"))
+        model, ckpt = load_model(tmp_path / f"{variant}.pt", evaluate.FACTORY, False,
+                                 evaluate.ARGS_OF_STATE)
         assert ckpt["model_args"] == {"variant": variant}
         assert len(model.layer3) == (6 if variant == "standard" else 5)
 
@@ -68,7 +70,7 @@ def readme_command(prefix):
 def seed001(tmp_path_factory):
     """Seed 001's command from the README, shrunk: 3 one-step epochs, cycles of 1 then 2 steps."""
     out = tmp_path_factory.mktemp("run") / "seed001"
-    argv = readme_command("python resnet34/train.py --variant standard")
+    argv = readme_command("python resnet34/train.py --recipe seed001")
     assert argv[:2] == ["python", "resnet34/train.py"]
     run(argv[1], *argv[2:], *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "3",
         "--t0", "1", "--save-every", "1", "--out-dir", out)
@@ -143,7 +145,7 @@ def tiny_model(variant="enhanced", num_classes=100, dropout=0.0):
 
 def test_lr_find_stops_on_divergence_and_writes_its_figure(tmp_path, monkeypatch):
     monkeypatch.setattr(lr_find, "resnet34", tiny_model)
-    args = lr_find.parser.parse_args([*TINY, "--subset", "200", "--batch-size", "20", "--steps",
+    args = lr_find.build_parser().parse_args([*TINY, "--subset", "200", "--batch-size", "20", "--steps",
                                       "80", "--end-lr", "100", "--out-dir", str(tmp_path)])
     result = lr_find.main(args)
     assert result["diverged"] and result["steps_run"] < 80  # lr 100 blows any model up
@@ -154,18 +156,11 @@ def test_lr_find_stops_on_divergence_and_writes_its_figure(tmp_path, monkeypatch
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
 
 
-def test_sweep_overlays_runs_and_tabulates_them(tmp_path, monkeypatch, capsys):
-    load_train = sweep.load_train
-
-    def with_tiny_model():
-        train = load_train()
-        train.resnet34 = tiny_model
-        return train
-    monkeypatch.setattr(sweep, "load_train", with_tiny_model)
-    monkeypatch.setattr("signal.signal", lambda *a: None)  # train.main's Ctrl-C handler
-    assert sweep.parser.parse_known_args(["--lr", "1"])[1] == ["--lr", "1"]  # train's, not --lrs
-    argv = [*TINY, "--subset", "100", "--batch-size", "25", "--epochs", "2", "--lrs", "0.01",
-            "0.1", "--weight-decays", "5e-4", "--out-dir", str(tmp_path)]
+def test_sweep_overlays_runs_and_tabulates_them(tmp_path, capsys):
+    """Each grid point is a train.py process (the standard variant, to keep it quick)."""
+    assert sweep.build_parser().parse_known_args(["--lr", "1"])[1] == ["--lr", "1"]  # train's
+    argv = [*TINY, "--variant", "standard", "--subset", "50", "--batch-size", "25", "--epochs",
+            "2", "--lrs", "0.01", "0.1", "--weight-decays", "5e-4", "--out-dir", str(tmp_path)]
     rows = sweep.main(argv)
     assert [(r["lr"], r["status"], r["epochs"]) for r in rows] == [(0.01, "done", 2),
                                                                    (0.1, "done", 2)]
