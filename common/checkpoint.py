@@ -3,6 +3,7 @@
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(..., weights_only=True)`. train.py writes it (rank 0 only, atomically); its keys:
 
+    format                CHECKPOINT_FORMAT; --resume refuses another (the weights still load)
     arch, num_classes,    the run's fingerprint: --resume refuses a checkpoint whose fingerprint
     dataset, model_args   differs (check_compatible); load_model rebuilds factory(**model_args)
     model                 state dict of the bare network (never a DDP or torch.compile wrapper)
@@ -23,10 +24,14 @@ the `{"model_state_dict": ...}` dicts the source projects save (seeds 000 and 00
 """
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+CHECKPOINT_FORMAT = 2  # 2: per-rank rng and running_sums lists (torchrun), 2026-11-28
 
 
 class CheckpointError(RuntimeError):
@@ -57,6 +62,19 @@ def save_checkpoint(state, path):
             os.close(fd)
 
 
+def copy_checkpoint(src, dst):
+    """dst becomes the same file as src, atomically: a hard link (no second write of hundreds of
+    MB), or a copy where the file system has no links."""
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Load with weights_only=True; a missing, truncated or foreign file raises CheckpointError."""
     path = Path(path)
@@ -71,8 +89,8 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def load_model(path, factory, ema=False, args_of_state=None):
-    """Rebuild `factory(**model_args)` from a checkpoint -> (model in eval mode on the CPU, the
+def load_model(path, factory, ema=False, args_of_state=None, device="cpu"):
+    """Rebuild `factory(**model_args)` from a checkpoint -> (model in eval mode on `device`, the
     checkpoint as a dict in this module's layout). The checkpoint's arch must be the factory's
     name. ema: the EMA weights instead. args_of_state(state_dict) -> model_args, for files that
     carry no model_args (a bare state dict); without it they get the factory's defaults."""
@@ -92,6 +110,13 @@ def load_model(path, factory, ema=False, args_of_state=None):
         # AveragedModel keeps the network under "module." next to its "n_averaged" counter
         state = {k[7:]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
     model = factory(**ckpt.get("model_args", {}))
+    load_weights(model, state, f"{path}", f"{arch}({ckpt.get('model_args', {})})")
+    return model.to(device).eval(), ckpt
+
+
+def load_weights(model, state, path, what):
+    """model.load_state_dict(state), or a CheckpointError that names the keys and shapes that
+    do not match (at most three of each kind): `path` does not fit `what`."""
     ours = model.state_dict()
     missing = [k for k in ours if k not in state]
     extra = [k for k in state if k not in ours]
@@ -99,13 +124,11 @@ def load_model(path, factory, ema=False, args_of_state=None):
               if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape]
     if missing or extra or shapes:
         show = lambda names: ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")  # noqa
-        what = "; ".join(f"{n} {label}: {show(names)}" for label, names, n in (
-            ("missing", missing, len(missing)), ("unexpected", extra, len(extra)),
-            ("of another shape (file vs model)", shapes, len(shapes))) if names)
-        raise CheckpointError(f"{path} does not fit {arch}({ckpt.get('model_args', {})}): "
-                              f"{what}")
+        kinds = (("missing", missing), ("unexpected", extra),
+                 ("of another shape (file vs model)", shapes))
+        raise CheckpointError(f"{path} does not fit {what}: " + "; ".join(
+            f"{len(names)} {label}: {show(names)}" for label, names in kinds if names))
     model.load_state_dict(state)
-    return model.eval(), ckpt
 
 
 def model_weights(obj, path="the file"):
@@ -131,8 +154,7 @@ def check_compatible(ckpt, **expected):
         have = ckpt.get(key)
         if have != want:
             raise CheckpointError(f"checkpoint has {key}={have!r} but this run has {key}={want!r}; "
-                                  "point --resume at a checkpoint of the same setup, "
-                                  "or drop --resume")
+                                  "use a checkpoint of the same setup (or drop the flag)")
 
 
 def rng_state():

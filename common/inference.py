@@ -3,9 +3,9 @@
 With checkpoint.load_model (which rebuilds the network) this is all that evaluate.py, gradcam.py,
 evaluate_superclass.py and app.py need:
 
-    model, ckpt = load_model(path, resnet18, "resnet18")
+    model, ckpt = load_model(path, resnet18, device=device)    # common/checkpoint.py
     x, y = data.load_splits(**data_of(ckpt))["test"]            # the split it was trained against
-    probs = predict(model.to(device), x, normalize, device)     # (N, 100) softmax on the CPU
+    probs = predict(model, x, normalize, device)                # (N, 100) softmax on the CPU
 """
 from pathlib import Path
 

@@ -66,10 +66,11 @@ class MetricsTracker:
     """One row per epoch; saved as metrics.npz (numeric arrays, allow_pickle=False) and metrics.csv.
 
     Both files are written to a temporary name and renamed, so a crash never leaves half a file.
+    out_dir None keeps the rows in memory only (the ranks of a torchrun job other than 0).
     """
 
     def __init__(self, out_dir):
-        self.out_dir = Path(out_dir)
+        self.out_dir = None if out_dir is None else Path(out_dir)
         self.rows = []
 
     def append(self, **row):
@@ -81,6 +82,8 @@ class MetricsTracker:
                 for k in dict.fromkeys(k for r in self.rows for k in r)}
 
     def save(self):
+        if self.out_dir is None:
+            return
         cols = self.columns()
         npz, tmp = self.out_dir / "metrics.npz", self.out_dir / "metrics.tmp.npz"
         np.savez(tmp, **cols)

@@ -33,7 +33,10 @@ def mix(x, y, num_classes, rng, mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, swi
     cutmix = use_cutmix and (not use_mixup or rng.random() < switch_prob)
     alpha = cutmix_alpha if cutmix else mixup_alpha
     lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(len(x))).to(x.device)
+    perm = torch.from_numpy(rng.permutation(len(x)))
+    if x.is_cuda:  # from pinned memory the copy does not make the host wait for the GPU
+        perm = perm.pin_memory()
+    perm = perm.to(x.device, non_blocking=True)
     if cutmix:
         H, W = x.shape[-2:]
         y0, y1, x0, x1 = rand_bbox(H, W, lam, rng)

@@ -1,4 +1,5 @@
-"""Figures every folder draws: training curves, confusion heatmap, reliability diagram, image grid.
+"""Evaluation figures every folder draws -- confusion heatmap, reliability diagram, image grid --
+and `save`, which writes any figure (the training curves of curves.py too).
 
 Built on matplotlib.figure.Figure, not pyplot, so no backend or global state is touched. Each PNG
 is written to a temporary name in the same directory and renamed, so a crash never leaves half a
@@ -11,12 +12,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 GOOD, BAD = "#1a7f37", "#cf222e"  # title colours of correct / wrong predictions
 
 
 def save(fig, path, dpi=100):
+    """fig as a PNG at path, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -25,33 +26,6 @@ def save(fig, path, dpi=100):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def training_curves(m, path, best_epoch=None):
-    """Loss, accuracy (%) and learning rate per epoch from metrics.npz columns.
-
-    Series that are missing or all-NaN (e.g. val_* without --val-split) are left out.
-    """
-    ep = np.asarray(m["epoch"])
-    style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}  # a 1-epoch run still shows
-    fig = Figure(figsize=(15, 4.2), layout="constrained")
-    panels = zip(fig.subplots(1, 3), ("loss", "accuracy (%)", "learning rate"),
-                 (("train_loss", "val_loss", "test_loss", "ema_val_loss", "ema_test_loss"),
-                  ("train_acc", "val_top1", "test_top1", "ema_val_top1", "ema_test_top1"),
-                  ("lr",)))
-    for ax, ylabel, keys in panels:
-        for k in keys:
-            if k in m and not np.all(np.isnan(m[k])):
-                ax.plot(ep, m[k], label=k.rsplit("_", 1)[0] if ylabel != "learning rate" else k,
-                        **style)
-        _mark_best(ax, best_epoch)
-        ax.set(xlabel="epoch", ylabel=ylabel)
-        if ylabel == "loss":
-            _log_if_spiky(ax, m, keys)
-        _epoch_axis(ax, ep)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    save(fig, path)
 
 
 def confusion_heatmap(cm_norm, names, path, title, annotate=False):
@@ -141,99 +115,3 @@ def _wrap(title, width):
 def _hwc(img):
     img = np.asarray(img)
     return img.transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img
-
-
-def overview_curves(m, path, best_epoch=None):
-    """Seed 003's overview: a 2x2 grid of train loss, test loss, train accuracy and test accuracy
-    (%) per epoch, with a learning-rate strip underneath. Val and EMA series join the test panels
-    when present; a dashed line marks the best epoch."""
-    ep = np.asarray(m["epoch"])
-    style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}
-    fig = Figure(figsize=(12, 9), layout="constrained")
-    grid = fig.add_gridspec(3, 2, height_ratios=(1, 1, 0.45))
-    panels = (("training loss", "loss", ("train_loss",)),
-              ("test loss", "loss", ("test_loss", "val_loss", "ema_test_loss", "ema_val_loss")),
-              ("training accuracy (mixed batches: vs the dominant label)", "top-1 (%)",
-               ("train_acc",)),
-              ("test accuracy", "top-1 (%)", ("test_top1", "val_top1", "ema_test_top1",
-                                               "ema_val_top1")))
-    for cell, (title, ylabel, keys) in zip((grid[0, 0], grid[0, 1], grid[1, 0], grid[1, 1]),
-                                           panels):
-        ax = fig.add_subplot(cell)
-        for k in keys:
-            if k in m and not np.all(np.isnan(m[k])):
-                ax.plot(ep, m[k], label=k.rsplit("_", 1)[0], **style)
-        if "test_top1" in keys and "test_top1" in m and not np.all(np.isnan(m["test_top1"])):
-            i = int(np.nanargmax(m["test_top1"]))
-            title += f" (max {m['test_top1'][i]:.2f}% at epoch {ep[i]:.0f})"
-        _mark_best(ax, best_epoch)
-        ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-        if ylabel == "loss":
-            _log_if_spiky(ax, m, keys)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    ax = fig.add_subplot(grid[2, :])
-    if "lr" in m:
-        ax.plot(ep, m["lr"], color="0.2", **style)
-    _mark_best(ax, best_epoch)
-    ax.set(title="learning rate (at the end of each epoch)", xlabel="epoch", ylabel="lr")
-    ax.grid(alpha=0.3)
-    for ax in fig.axes:
-        _epoch_axis(ax, ep)
-    save(fig, path)
-
-
-def _mark_best(ax, best_epoch):
-    if best_epoch is not None:
-        ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
-
-
-def _log_if_spiky(ax, m, keys):
-    """Log loss axis when one value dwarfs the rest (an early spike: BN statistics at peak lr)."""
-    ys = np.concatenate([np.asarray(m[k], dtype=float) for k in keys if k in m] or [[]])
-    ys = ys[np.isfinite(ys) & (ys > 0)]
-    if len(ys) and ys.max() > 10 * ys.min():
-        ax.set_yscale("log")
-
-
-def _epoch_axis(ax, ep):
-    if len(ep) <= 20:  # room around a lone point
-        ax.set_xlim(ep.min() - 0.5, ep.max() + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no "epoch 2.5"
-
-
-def two_panel_curves(m, path, best_epoch=None):
-    """Seed 000's figure: loss (left) and accuracy (%, right) per epoch from metrics.npz columns.
-
-    A horizontal line marks the best validation top-1 (test top-1 when there is no val split): the
-    value at `best_epoch` if given (the epoch best.pt holds), else the column's maximum.
-    """
-    ep = np.asarray(m["epoch"])
-    style = {"marker": "o", "markersize": 3} if len(ep) < 30 else {}
-    present = lambda k: k in m and not np.all(np.isnan(m[k]))  # noqa: E731
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for ax, ylabel, keys in ((left, "loss", ("train_loss", "val_loss", "test_loss",
-                                             "ema_val_loss", "ema_test_loss")),
-                             (right, "accuracy (%)", ("train_acc", "val_top1", "test_top1",
-                                                      "ema_val_top1", "ema_test_top1"))):
-        for k in keys:
-            if present(k):
-                ax.plot(ep, m[k], label=k.rsplit("_", 1)[0], **style)
-        ax.set(xlabel="epoch", ylabel=ylabel)
-        if ylabel == "loss":
-            _log_if_spiky(ax, m, keys)
-        _epoch_axis(ax, ep)
-        ax.grid(alpha=0.3)
-    split = "val" if present("val_top1") else "test"
-    if present(f"{split}_top1"):
-        acc = np.asarray(m[f"{split}_top1"], dtype=float)
-        i = (int(np.flatnonzero(ep == best_epoch)[0]) if best_epoch in set(ep.tolist())
-             else int(np.nanargmax(acc)))
-        right.axhline(acc[i], color="0.3", ls="--", lw=1,
-                      label=f"best {split} {acc[i]:.2f}% (epoch {ep[i]:.0f})")
-    left.set_title("loss (train: soft-target CE on mixed batches)", fontsize=10)
-    right.set_title("top-1 accuracy (train: vs the dominant label)", fontsize=10)
-    left.legend(fontsize=8)
-    right.legend(fontsize=8)
-    save(fig, path)

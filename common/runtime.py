@@ -1,7 +1,10 @@
-"""Device, precision, optimizer, schedule, Ctrl-C and memory: the run-time choices of train.py."""
+"""Device, precision, kernels, optimizer, schedule, Ctrl-C, memory, TensorBoard: the run-time
+choices of train.py (torchrun's are in distributed.py)."""
+import os
 import signal
 import sys
 import threading
+import time
 
 import torch
 
@@ -61,31 +64,39 @@ def build_scheduler(args, optimizer, steps_per_epoch):
 
 
 class StopOnCtrlC:
-    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C (SIGINT) or SIGTERM asks
-    the loop to stop at its next check; a second Ctrl-C raises KeyboardInterrupt at once. The
-    previous handlers come back on exit. Outside the main thread it installs nothing."""
+    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C (SIGINT) asks the loop to
+    stop at its next check; another one, a second or more later, raises KeyboardInterrupt at once
+    (torchrun forwards the terminal's Ctrl-C, so each rank sees it twice within milliseconds).
+    The previous handler comes back on exit. Outside the main thread it installs nothing."""
 
     def __init__(self, message="Ctrl-C: stopping after this step (Ctrl-C again to abort)"):
-        self.message, self.requested, self.previous = message, False, {}
+        self.message, self.first, self.previous = message, None, None
 
     def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.first is not None:
+            if time.monotonic() - self.first > 1.0:
+                raise KeyboardInterrupt
+            return
+        self.first = time.monotonic()
         print(f"\n{self.message}", flush=True)
 
     def __bool__(self):
-        return self.requested
+        return self.first is not None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
+            self.previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def reset_peak_memory(device):
+    """Start a new peak for peak_memory_mb (CUDA only; a process's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory_mb(device):
@@ -99,3 +110,33 @@ def peak_memory_mb(device):
         return float("nan")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+# ---- optional TensorBoard logging (not a core dependency)
+def tensorboard(log_dir):
+    """A SummaryWriter for `log_dir`, or a one-line error saying what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: "
+                         "pip install -r requirements-tensorboard.txt") from None
+    return SummaryWriter(str(log_dir))
+
+
+def log_scalars(writer, row):
+    """One epoch's metrics row as TensorBoard scalars, tagged as in metrics.csv."""
+    if writer is not None:
+        for tag, value in row.items():
+            if tag != "epoch" and value == value:  # NaN: a split this run does not have
+                writer.add_scalar(tag, value, int(row["epoch"]))
+        writer.flush()
+
+
+def set_kernels(deterministic=False):
+    """Fast by default: cuDNN times its kernels for our fixed shapes and keeps the fastest
+    (benchmark mode), which may differ from run to run. deterministic: reproducible kernels."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -63,8 +63,7 @@ def main(args):
     normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE)
-        model = model.to(device)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE, device)
         if args.image:
             return classify_image(model, args.image, normalize, device, args.tta)
         x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]

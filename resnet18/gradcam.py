@@ -77,8 +77,7 @@ def main(args):
     normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE)
-        model = model.to(device)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE, device)
         layer = find_layer(model, auto_layer(model) if args.layer == "auto" else args.layer)
         classes = parse_classes(args.classes) if args.classes else range(len(FINE_NAMES))
         x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]

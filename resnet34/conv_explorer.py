@@ -40,6 +40,8 @@ from common.checkpoint import CheckpointError, load_checkpoint, model_weights  #
 from common.flags import Parser  # noqa: E402
 
 KERNELS = ("edge", "blur", "sharpen", "emboss", "random", "first-layer")
+
+
 def build_parser():
     p = Parser(__doc__.split("\n\n")[0])
     p.add_argument("--image", metavar="FILE", help="an image file (PNG/JPEG); else --index")
@@ -153,7 +155,7 @@ def main(args):
         if not args.checkpoint:
             raise ValueError("--kernel first-layer needs --checkpoint PATH")
         filt = first_layer_filter(args.checkpoint, args.filter)  # (3, k, k)
-        x = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)(img[None])  # (1, 3, H, W): what the network's conv1 sees
+        x = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)(img[None])  # (1, 3, H, W), as conv1
         k0 = filt.shape[-1]
         if args.kernel_sizes and any(k != k0 for k in args.kernel_sizes):
             print(f"note: the checkpoint filter is {k0}x{k0}; --kernel-sizes is ignored")

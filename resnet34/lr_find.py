@@ -37,6 +37,7 @@ from common.flags import Parser  # noqa: E402
 from common.metrics import write_json  # noqa: E402
 from model import resnet34  # noqa: E402
 
+
 def build_parser():
     p = Parser(__doc__.split("\n\n")[0])
     p.add_argument("--variant", choices=["enhanced", "standard"], default="enhanced")
@@ -63,6 +64,7 @@ def build_parser():
     p.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name / "lr_find"))
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between lines")
     return p
+
 
 SKIP_START, SKIP_END = 10, 5  # points left out of the suggestion: EMA warm-up and the blow-up
 

@@ -119,30 +119,7 @@ def summary(model, name="CIFAR ResNet-34"):
         print(f"{'head':<8}{'fc':<8}{str((model.fc.out_features,)):<18}{params:>12,}{rf:>6}")
 
 
-def train_speed(model, batch=64, steps=3, warmup=1):
-    """Images per second of a full SGD training step (forward, backward, update) on the CPU."""
-    import time
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
-    model.train()
-    for i in range(warmup + steps):
-        if i == warmup:
-            t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return batch * steps / (time.perf_counter() - t0)
-
-
 if __name__ == "__main__":
-    import sys
     for variant in LAYERS:
         summary(resnet34(variant), f"CIFAR ResNet-34 {variant} {list(LAYERS[variant])}")
         print()
-    if "--speed" in sys.argv[1:]:  # CPU training throughput, batch 64, 3 steps after 1 warm-up
-        torch.manual_seed(0)
-        for variant in LAYERS:
-            rate = train_speed(resnet34(variant))
-            print(f"{variant}: {rate:.1f} img/s per CPU training step (batch 64, "
-                  f"{torch.get_num_threads()} threads, torch {torch.__version__})")

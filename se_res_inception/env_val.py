@@ -24,6 +24,7 @@ from common import runtime  # noqa: E402
 from common.flags import Parser  # noqa: E402
 from model import ResInceptionBlock  # noqa: E402
 
+
 def build_parser():
     p = Parser(__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

@@ -23,7 +23,7 @@ from common.data import (CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_NAMES, 
 from common.flags import Parser, ranged  # noqa: E402
 from common.inference import data_of, predict, read_image  # noqa: E402
 from common.metrics import analyse, confusion_matrix, superclass_accuracy, write_json  # noqa: E402
-from model import ResInceptionBlock, se_res_inception  # noqa: E402
+from model import se_res_inception  # noqa: E402
 
 # ---- the model: the only lines that differ between the evaluate.py files -------------------
 FACTORY = se_res_inception  # rebuilds the checkpoint's network, named by its __name__
@@ -63,8 +63,7 @@ def main(args):
     normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE)
-        model = model.to(device)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE, device)
         if args.image:
             return classify_image(model, args.image, normalize, device, args.tta)
         x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]

@@ -56,8 +56,7 @@ def summed_superclass(probs, fine_to_coarse=FINE_TO_COARSE):
 def main(args):
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema)
-        model = model.to(device)
+        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, device=device)
         x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None

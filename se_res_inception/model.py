@@ -27,7 +27,7 @@ sequence drops Inception 4c (a third 512) and repeats the 832-wide 4e/5a layout 
 
 Blocks are the attributes inception1..inception9 (the seed's names); Grad-CAM's default layer is
 inception9, the last block, found by type in gradcam.py. `python se_res_inception/model.py` prints
-the summary; add --speed for the CPU training throughput.
+the summary.
 """
 import torch
 import torch.nn as nn
@@ -221,27 +221,5 @@ def get_model_summary(model=None):
     return n, macs
 
 
-def train_speed(model, batch=64, steps=3, warmup=1):
-    """Images per second of a full AdamW training step (forward, backward, update) on the CPU."""
-    import time
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=5e-4)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 100, (batch,))
-    model.train()
-    for i in range(warmup + steps):
-        if i == warmup:
-            t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return batch * steps / (time.perf_counter() - t0)
-
-
 if __name__ == "__main__":
-    import sys
     get_model_summary()
-    if "--speed" in sys.argv[1:]:  # CPU training throughput, batch 64, 3 steps after 1 warm-up
-        torch.manual_seed(0)
-        rate = train_speed(se_res_inception())
-        print(f"{rate:.1f} img/s per CPU training step (batch 64, {torch.get_num_threads()} "
-              f"threads, torch {torch.__version__})")

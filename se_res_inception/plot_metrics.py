@@ -13,7 +13,7 @@ sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from 
 
 import numpy as np  # noqa: E402
 
-from common import plots  # noqa: E402
+from common import curves, plots  # noqa: E402
 from common.flags import Parser  # noqa: E402
 from common.metrics import MetricsTracker  # noqa: E402
 
@@ -39,7 +39,7 @@ def main(args):
     if "epoch" not in m or len(m["epoch"]) == 0:
         raise SystemExit(f"error: {run / 'metrics.npz'} has no epoch rows yet")
     out = Path(args.out or run / "training_curves.png")
-    plots.two_panel_curves(m, out)
+    plots.save(curves.two_panel_curves(m), out)
     split = "val" if "val_top1" in m and not np.all(np.isnan(m["val_top1"])) else "test"
     line = f"{len(m['epoch'])} epochs"
     if f"{split}_top1" in m and not np.all(np.isnan(m[f"{split}_top1"])):

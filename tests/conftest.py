@@ -1,6 +1,7 @@
 """Shared test helpers: run a script in a fresh process, or load a folder's module by file path
 (every folder has a model.py, so they are never imported by bare name)."""
 import importlib.util
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,18 @@ def load_module(path, name):
         sys.path.remove(str(path.parent))
         sys.modules.pop("model", None)
     return mod
+
+
+def interrupt_in_epoch_2(cmd, cwd=REPO, timeout=120):
+    """Start `cmd` (a 2-epoch train.py run with --progress-every 0), press Ctrl-C at its first
+    progress line of epoch 2, let it finish -> (exit code, what it printed after the signal)."""
+    p = subprocess.Popen([str(c) for c in cmd], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    seen_epoch = False
+    for line in p.stdout:
+        seen_epoch |= line.startswith("epoch 1/2")
+        if seen_epoch and "batch" in line:
+            p.send_signal(signal.SIGINT)
+            break
+    rest = p.stdout.read()
+    return p.wait(timeout=timeout), rest

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import REPO, load_module
 
 sys.path.insert(0, str(REPO))
-from common import plots  # noqa: E402
+from common import curves, plots  # noqa: E402
 from common.gradcam import GradCAM, find_layer, overlay  # noqa: E402
 from common.metrics import calibration, per_class_report  # noqa: E402
 
@@ -158,9 +158,10 @@ def png_size(path):
 def test_plots_write_pngs(tmp_path):
     ep = np.arange(1, 6, dtype=float)
     nan = np.full(5, np.nan)
-    plots.training_curves({"epoch": ep, "lr": ep / 10, "train_loss": 5 - ep, "train_acc": 10 * ep,
-                           "val_loss": nan, "val_top1": nan, "test_loss": 5 - ep / 2,
-                           "test_top1": 9 * ep}, tmp_path / "curves.png", best_epoch=4)
+    m = {"epoch": ep, "lr": ep / 10, "train_loss": 5 - ep, "train_acc": 10 * ep, "val_loss": nan,
+         "val_top1": nan, "test_loss": 5 - ep / 2, "test_top1": 9 * ep}
+    for figure in (curves.training_curves, curves.overview_curves, curves.two_panel_curves):
+        plots.save(figure(m, best_epoch=4), tmp_path / f"{figure.__name__}.png")
     rng = np.random.default_rng(0)
     cm = rng.random((100, 100))
     plots.confusion_heatmap(cm / cm.sum(1, keepdims=True), [f"class_{i}" for i in range(100)],
@@ -176,7 +177,8 @@ def test_plots_write_pngs(tmp_path):
     plots.image_grid([imgs[0], None, overlay(imgs[1], torch.rand(32, 32))], ["a", "", "b"],
                      tmp_path / "mixed.png", ncols=3)
     plots.image_grid(imgs[:0], [], tmp_path / "empty.png", suptitle="No mistakes")
-    names = {"curves", "cm100", "cm20", "rel", "grid", "mixed", "empty"}
+    names = {"training_curves", "overview_curves", "two_panel_curves", "cm100", "cm20", "rel",
+             "grid", "mixed", "empty"}
     assert {p.stem for p in tmp_path.iterdir()} == names  # no temporary files left
     w, h = png_size(tmp_path / "cm100.png")
     assert w >= 1500 and h >= 1500  # 100 tick labels need a large canvas
@@ -206,7 +208,7 @@ def test_evaluate_main_report_and_refusals(checkpoint, tmp_path):
     """In-process (the CLI runs are in test_resnet18.py): figures agree, bad input is one line."""
     ev = load_module(REPO / "resnet18/evaluate.py", "r18_evaluate_analysis")
     r = ev.main(ev.build_parser().parse_args(["--checkpoint", str(checkpoint), "--device", "cpu",
-                                      "--out-dir", str(tmp_path)]))
+                                              "--out-dir", str(tmp_path)]))
     assert r["images"] == 100 and len(r["per_class_recall"]) == 100
     assert 100 * r["weighted_recall"] == pytest.approx(r["top1"])  # support-weighted = accuracy
     assert sum(r["calibration_bins"]["count"]) == 100

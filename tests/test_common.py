@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common import checkpoint, losses, metrics, mixing
+from common import checkpoint, losses, metrics, mixing, runtime
 
 
 def batch(b=16, seed=0):
@@ -157,3 +157,31 @@ def test_rng_state_round_trip_in_weights_only_form(tmp_path):
     checkpoint.set_rng_state(checkpoint.load_checkpoint(tmp_path / "r.pt")["rng"])
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 5), torch.float16),   # T4 (seed 003's GPU, free Colab): bf16 only emulated
+    ((7, 0), torch.float16),   # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 6), torch.bfloat16),  # A10G, RTX 30xx
+    ((9, 0), torch.bfloat16),  # H100
+])
+def test_amp_auto_picks_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, capability,
+                                                                     expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # says yes on T4
+    assert runtime.amp_dtype("auto", torch.device("cuda")) == expected
+    assert runtime.amp_dtype("fp16", torch.device("cuda")) == torch.float16
+    assert runtime.amp_dtype("off", torch.device("cuda")) is None
+    assert runtime.amp_dtype("auto", torch.device("cpu")) is None
+
+
+def test_stop_on_ctrl_c_restores_the_previous_handler_and_ignores_a_double_signal():
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    with runtime.StopOnCtrlC("stop requested") as stop:
+        assert not stop
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # torchrun's forwarded copy: within a second, ignored
+        assert stop
+    assert signal.getsignal(signal.SIGINT) is before

@@ -145,8 +145,9 @@ def tiny_model(variant="enhanced", num_classes=100, dropout=0.0):
 
 def test_lr_find_stops_on_divergence_and_writes_its_figure(tmp_path, monkeypatch):
     monkeypatch.setattr(lr_find, "resnet34", tiny_model)
-    args = lr_find.build_parser().parse_args([*TINY, "--subset", "200", "--batch-size", "20", "--steps",
-                                      "80", "--end-lr", "100", "--out-dir", str(tmp_path)])
+    args = lr_find.build_parser().parse_args([*TINY, "--subset", "200", "--batch-size", "20",
+                                              "--steps", "80", "--end-lr", "100",
+                                              "--out-dir", str(tmp_path)])
     result = lr_find.main(args)
     assert result["diverged"] and result["steps_run"] < 80  # lr 100 blows any model up
     saved = json.loads((tmp_path / "lr_find.json").read_text())

@@ -1,0 +1,86 @@
+"""torchrun: everything distributed is here, and in the few lines of train.py that call it.
+
+Under plain `python` every function is a no-op (or returns its input), so the single-process
+program is unchanged. Under torchrun each rank holds a replica in DistributedDataParallel, draws
+the whole global batch and keeps its slice; rank 0 alone writes.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def init(device):
+    """-> (rank, world size, this rank's device). Plain `python`: (0, 1, device). Under torchrun
+    (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): join the process group -- NCCL
+    with one GPU per rank (LOCAL_RANK) on CUDA, gloo on the CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, device
+    if device.type == "mps":
+        raise ValueError("torchrun needs CUDA or the CPU (MPS has no process-group backend); "
+                         "use --device cpu or plain python")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def close():
+    """Leave the process group once every rank is done (a rank that tears the group down while
+    another still uses it can abort the job). Only on success: after an error the process just
+    exits, and torchrun ends the other ranks."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _world():
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def sum_over_ranks(t):
+    """All-reduce (sum) a tensor in place across ranks; a no-op in a single process."""
+    if _world() > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def any_rank(*flags):
+    """[flag is True on some rank, ...]: every rank takes the same decision (stop, NaN)."""
+    if _world() == 1:
+        return list(flags)
+    t = torch.tensor([int(bool(f)) for f in flags],
+                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every rank; [obj] in a single process."""
+    if _world() == 1:
+        return [obj]
+    out = [None] * _world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_buffers(module):
+    """Rank 0's buffers (BatchNorm running statistics) to every rank: each rank's forward
+    updates them from its own slice, and evaluation must use the weights rank 0 saves."""
+    if _world() > 1:
+        for b in module.buffers():
+            dist.broadcast(b, 0)
+
+
+def data_parallel(model, device, sync_bn=False):
+    """DistributedDataParallel around `model` under torchrun (one GPU per rank on CUDA); the
+    model itself otherwise. sync_bn: BatchNorm over the global batch (CUDA only)."""
+    if _world() == 1:
+        return model
+    if sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules in place
+    elif sync_bn and dist.get_rank() == 0:
+        print("--sync-bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per rank")
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -1,0 +1,83 @@
+"""Runs a folder's train.py code in one process or under torchrun, with a probe, for the tests
+of torchrun (test_distributed.py) and CUDA (test_cuda.py). Not a test itself.
+
+    python tests/probe.py FOLDER SCENARIO OUT_DIR -- TRAIN_FLAGS...                  # 1 process
+    python -m torch.distributed.run --nproc_per_node 2 tests/probe.py FOLDER SCENARIO OUT_DIR -- ...
+
+SCENARIO
+  record  train.main with train_step wrapped to save the (images, targets, loss) of each step
+  nobn    train.main with build_model swapped for a small network without BatchNorm or dropout
+  eval    the test split through evaluate() with a fixed network; each rank saves its result
+  steps   OUT_DIR/seen_rank0.pt's first batch (from `record`) through train_step on --device,
+          for every --amp x channels_last (x --compile if given): the first step's loss and the
+          loss after 3 steps, with the GradScaler's scale
+"""
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO, load_module  # noqa: E402
+
+folder, scenario, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+argv = sys.argv[sys.argv.index("--") + 1:]
+rank = int(os.environ.get("RANK", "0"))
+train = load_module(REPO / folder / "train.py", f"{folder}_train_probe")
+
+if scenario == "record":
+    seen, real_step = [], train.train_step
+
+    def recording_step(model, x, target, *args, **kwargs):
+        loss, logits = real_step(model, x, target, *args, **kwargs)
+        seen.append((x.cpu().clone(), target.cpu().clone(), float(loss)))
+        return loss, logits
+    train.train_step = recording_step
+    train.main(train.parse_args(argv))
+    torch.save(seen, out / f"seen_rank{rank}.pt")
+elif scenario == "nobn":
+    def small_network(args):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(16, 100)), {}
+    train.build_model = small_network
+    train.main(train.parse_args(argv))
+elif scenario == "eval":
+    args = train.parse_args(argv)
+    rank, world, device = train.distributed.init(torch.device("cpu"))
+    _, _, loaders = train.make_loaders(args, device, rank, world)
+    torch.manual_seed(0)
+    model = train.build_model(args)[0]
+    result = train.evaluate(model, loaders["test"], None)
+    torch.save({"result": result, "images": len(loaders["test"].x)}, out / f"eval_rank{rank}.pt")
+elif scenario == "steps":
+    args = train.parse_args(argv)
+    device = torch.device(args.device)
+    x, target, _ = torch.load(out / "seen_rank0.pt")[0]
+    results = []
+    for amp in ("off", "bf16", "fp16"):
+        for channels_last in (False, True):
+            for compiled in (False, True) if args.compile else (False,):
+                torch.manual_seed(args.seed)  # the initial weights of the recorded CPU run
+                model = train.build_model(args)[0].to(device)
+                if channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+                run_model = torch.compile(model) if compiled else model
+                optimizer = train.runtime.build_optimizer(args, model.parameters())
+                dtype = train.runtime.amp_dtype(amp, device)
+                scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+                xd = x.to(device)
+                if channels_last:
+                    xd = xd.contiguous(memory_format=torch.channels_last)
+                model.train()
+                losses = [float(train.train_step(run_model, xd, target.to(device), optimizer,
+                                                 scaler, dtype, args.label_smoothing,
+                                                 args.clip_grad)[0]) for _ in range(3)]
+                results.append({"amp": amp, "channels_last": channels_last,
+                                "compile": compiled, "losses": losses,
+                                "scale": scaler.get_scale() if scaler.is_enabled() else None})
+    torch.save(results, out / f"steps_{device.type}.pt")
+train.distributed.close()

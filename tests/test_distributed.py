@@ -1,0 +1,112 @@
+"""train.py under torchrun: 2 CPU processes with gloo against 1 process, on the repo's own code
+(tests/probe.py wraps train.py's functions, it re-types none of them)."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, interrupt_in_epoch_2, run
+
+PROBE = REPO / "tests" / "probe.py"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+
+
+def torchrun(nproc, script, *args, check=True, timeout=300):
+    p = subprocess.run([*TORCHRUN, str(nproc), str(script), *map(str, args)], cwd=REPO,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"torchrun {script} {args} failed:\n{p.stdout}\n{p.stderr[-3000:]}")
+    return p
+
+
+def probe(nproc, scenario, out, *train_flags):
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["resnet18", scenario, out, "--", *TINY, "--out-dir", out / "run", *train_flags]
+    if nproc == 1:
+        return run(PROBE, *args)
+    return torchrun(nproc, PROBE, *args)
+
+
+def test_the_ranks_together_see_the_single_process_batch(tmp_path):
+    """Image for image, augmentation for augmentation (CutMix, rotation, jitter, erasing: the
+    resnet18 recipe), rank 0 the first half of each batch, rank 1 the second."""
+    flags = ["--subset", "40", "--batch-size", "20", "--epochs", "1"]
+    probe(1, "record", tmp_path / "one", *flags)
+    probe(2, "record", tmp_path / "two", *flags)
+    one = torch.load(tmp_path / "one" / "seen_rank0.pt")
+    two = [torch.load(tmp_path / "two" / f"seen_rank{r}.pt") for r in range(2)]
+    assert len(one) == len(two[0]) == len(two[1]) == 2  # steps
+    for step, (x, target, _) in enumerate(one):
+        assert two[0][step][0].shape[0] == 10
+        assert torch.equal(torch.cat([two[0][step][0], two[1][step][0]]), x), step
+        assert torch.equal(torch.cat([two[0][step][1], two[1][step][1]]), target), step
+
+
+def test_one_step_on_two_ranks_equals_one_process_without_batchnorm(tmp_path):
+    flags = ["--subset", "16", "--batch-size", "16", "--epochs", "1", "--cutmix-alpha", "1",
+             "--mix-prob", "1"]
+    probe(1, "nobn", tmp_path / "one", *flags)
+    probe(2, "nobn", tmp_path / "two", *flags)
+    a = torch.load(tmp_path / "one" / "run" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "run" / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-6, k
+
+
+def test_sharded_evaluation_counts_every_test_image_once(tmp_path):
+    flags = ["--subset", "505", "--batch-size", "50"]  # 101 test images: shards of 50 and 51
+    probe(1, "eval", tmp_path / "one", *flags)
+    probe(2, "eval", tmp_path / "two", *flags)
+    one = torch.load(tmp_path / "one" / "eval_rank0.pt")
+    two = [torch.load(tmp_path / "two" / f"eval_rank{r}.pt") for r in range(2)]
+    assert one["images"] == 101 and [t["images"] for t in two] == [50, 51]
+    for t in two:  # every rank reports the figures of the whole split
+        for k in ("top1", "top5"):  # counts: exactly the single-process ones
+            assert round(t["result"][k] * 101 / 100) == round(one["result"][k] * 101 / 100)
+        assert t["result"]["loss"] == pytest.approx(one["result"]["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("folder", ["resnet18", "resnet34", "se_res_inception"])
+def test_each_train_py_runs_under_torchrun_and_its_checkpoint_evaluates(folder, tmp_path):
+    out = tmp_path / "run"
+    extra = ["--variant", "standard"] if folder == "resnet34" else []
+    p = torchrun(2, REPO / folder / "train.py", *TINY, "--subset", "40", "--batch-size", "20",
+                 "--epochs", "1", "--out-dir", out, *extra)
+    assert p.stdout.count("done:") == 1  # rank 0 alone prints
+    assert sorted(f.name for f in out.iterdir()) == [
+        "args.json", "best.pt", "last.pt", "metrics.csv", "metrics.npz", "training_curves.png"]
+    run(REPO / folder / "evaluate.py", "--checkpoint", out / "last.pt", "--device", "cpu",
+        "--out-dir", tmp_path / "eval")
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["images"] == 100
+
+
+def test_a_batch_the_ranks_do_not_divide_is_a_one_line_error(tmp_path):
+    p = torchrun(2, REPO / "resnet18" / "train.py", *TINY, "--subset", "40", "--batch-size", "15",
+                 "--out-dir", tmp_path, check=False)
+    assert p.returncode != 0 and "does not split into 2 rank(s)" in p.stderr
+
+
+def test_ctrl_c_under_torchrun_then_resume_is_bit_exact(tmp_path):
+    """2 ranks x 2 epochs straight == Ctrl-C (to the torchrun launcher) in epoch 2, then
+    --resume under torchrun. 42 steps an epoch: ranks agree to stop every 20 steps."""
+    flags = [*TINY, "--subset", "420", "--batch-size", "10", "--epochs", "2", "--ema", "0.9"]
+    torchrun(2, REPO / "resnet18" / "train.py", *flags, "--out-dir", tmp_path / "a")
+    _, rest = interrupt_in_epoch_2([*TORCHRUN, "2", REPO / "resnet18" / "train.py", *flags,
+                                    "--out-dir", tmp_path / "b", "--progress-every", "0"])
+    assert "interrupted: saved" in rest, rest  # torchrun itself exits non-zero after a signal
+    ck = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert ck["epoch"] == 1 and ck["step"] > 0 and len(ck["rng"]) == 2
+    torchrun(2, REPO / "resnet18" / "train.py", "--resume", "--out-dir", tmp_path / "b")
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    for key in ("model", "ema"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
+                                                 b["optimizer"]["state"][0].values()))
+    rows = lambda ck: [{k: v for k, v in r.items() if "time" not in k and k != "peak_mem_mb"}  # noqa
+                       for r in ck["tracker"]["rows"]]
+    assert str(rows(a)) == str(rows(b)) and b["epoch"] == 2
