@@ -1,12 +1,18 @@
-"""Gather the per-model results of run_all.sh into benchmark.md, benchmark.json and benchmark.png.
+"""Gather the runs of run_all.sh into benchmark.md, benchmark.json and benchmark.png.
 
-Reads, for each model, <results>/runs/<model>/: steps.tsv (what run_all.sh ran, its status and
-wall time), args.json, metrics.npz (epoch times, test top-1 per epoch), eval/report.json (top-1,
-top-5), measure.json (benchmark/measure.py), superclass/superclass.json where the folder has
-evaluate_superclass.py, and `done` (written when every step passed). A model that failed, was
-interrupted or never ran gets a row that says so.
+Reads, for each model and each seed k below --seeds, <results>/runs/<model>/seed<k>/: steps.tsv
+(what run_all.sh ran, its status and wall time), measure.json (benchmark/measure.py: every
+figure of the table), metrics.npz (test top-1 and time per epoch, for the figure), args.json,
+eval/report.json and superclass/superclass.json where those scripts ran (checks), and `done`
+(written when every step passed). A model that failed, was interrupted or never ran gets a row
+that says so. With --parity DIR it adds the learning-parity table from DIR/<run>/seed<k>/ of
+resnet18-matched, resnet18 and baseline (the final epoch's test top-1 in their metrics.npz).
+The figure is drawn by benchmark/figure.py.
 
-    python benchmark/report.py --results results --models "resnet18 baseline"
+With --throughput DIR (run_all.sh --gpu-throughput) it instead sums up DIR/eager/benchmark.json
+and DIR/compile/benchmark.json into DIR/throughput.md and DIR/throughput.json.
+
+    python benchmark/report.py --results results --models "resnet18 baseline" --seeds 2
 """
 import argparse
 import json
@@ -18,21 +24,28 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from common.plots import save  # noqa: E402  (atomic PNG write; common/plots imports no torch)
-
-COLORS = {"resnet18": "#1f77b4", "resnet34": "#ff7f0e", "se_res_inception": "#2ca02c",
-          "baseline": "#7f7f7f"}
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from common.metrics import write_json  # noqa: E402  (atomic; common/metrics imports no model)
+import figure  # noqa: E402  (benchmark/figure.py: benchmark.png)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--results", default=str(ROOT / "results"))
+parser.add_argument("--results", default=str(HERE.parent / "results"))
 parser.add_argument("--models", default="resnet18 resnet34 se_res_inception baseline")
+parser.add_argument("--seeds", type=int, default=1, help="runs per model: seed0 .. seed<K-1>")
+parser.add_argument("--parity", metavar="DIR", help="where the learning-parity runs are")
+parser.add_argument("--throughput", metavar="DIR", help="sum up DIR/{eager,compile} instead")
 parser.add_argument("--command", default="bash run_all.sh", help="shown in benchmark.md")
 parser.add_argument("--settings", default="", help="one line describing the run's settings")
+
+MEAN_KEYS = ["train_img_s", "epoch_s", "infer_img_s", "peak_memory_mb", "train_tflops",
+             "peak_share", "final_test_top5", "superclass_top1", "train_wall_s", "total_wall_s"]
+SPREAD_KEYS = ["final_test_top1", "best_test_top1"]  # mean +- std over the seeds
+PARITY = [("resnet18-matched", "crop + flip on both: resnet18 without label smoothing, "
+           "CutMix, rotation, colour jitter, erasing and dropout"),
+          ("resnet18", "resnet18's full recipe (its augmentation, CutMix, label smoothing, "
+           "dropout) against the baseline's crop + flip")]
 
 
 def read_json(path):
@@ -50,39 +63,89 @@ def read_steps(run):
             for s, st, t, log, load in rows]
 
 
-def gather(results, model):
-    """Everything known about one model's run -> a flat dict (None where missing)."""
-    run = Path(results) / "runs" / model
+def gather_run(run):
+    """Everything known about one run directory -> a flat dict (keys absent where unknown)."""
     steps = read_steps(run)
     failed = [s for s in steps if s["status"] != "ok"]
-    status = ("ok" if (run / "done").is_file() else f"failed at {failed[0]['step']}" if failed
-              else "incomplete (interrupted?)" if steps else "not run")
-    row = {"model": model, "steps": steps, "status": status,
-           "log": failed[0]["log"] if failed else None,
-           "train_wall_s": sum(s["seconds"] for s in steps if s["step"] == "train") or None,
-           "total_wall_s": sum(s["seconds"] for s in steps) or None,
-           "max_load": max((s["load"] for s in steps if s["load"] is not None), default=None)}
-    m = read_json(run / "measure.json")
-    row.update({k: m.get(k) for k in (
-        "device", "gpu", "torch", "threads", "amp", "channels_last", "compile", "dataset",
-        "epochs", "batch_size", "train_images", "test_images", "params", "flops_per_image",
-        "train_img_s", "warmup_steps", "timed_steps", "infer_img_s", "infer_batch",
-        "peak_memory_mb", "memory_kind", "rss_after_import_mb", "superclass_top1",
-        "top1_check")})
-    row["superclass_script_top1"] = read_json(run / "superclass" / "superclass.json").get(
-        "superclass_top1")  # se_res_inception's evaluate_superclass.py
-    report = read_json(run / "eval" / "report.json")
-    row["top1"], row["top5"] = report.get("top1"), report.get("top5")
-    row["epoch_times_s"], row["test_top1_per_epoch"] = [], []
+    r = {"run": str(run), "steps": steps, "log": failed[0]["log"] if failed else None,
+         "status": ("ok" if (run / "done").is_file() else f"failed at {failed[0]['step']}"
+                    if failed else "incomplete (interrupted?)" if steps else "not run"),
+         "train_wall_s": sum(s["seconds"] for s in steps if s["step"] == "train") or None,
+         "total_wall_s": sum(s["seconds"] for s in steps) or None,
+         "max_load": max((s["load"] for s in steps if s["load"] is not None), default=None)}
+    args = read_json(run / "args.json")
+    r.update({k: args.get(k) for k in ("seed", "batch_size", "lr", "weight_decay")})
+    r["epoch_times_s"], r["test_top1_per_epoch"] = [], []
     if (run / "metrics.npz").is_file():
         with np.load(run / "metrics.npz") as f:
-            row["epoch_times_s"] = f["time"].tolist()
-            row["test_top1_per_epoch"] = f["test_top1"].tolist()
-    times = row["epoch_times_s"]
-    row["epoch_s"] = float(np.median(times)) if times else None
-    row["epoch_img_s"] = (row["train_images"] / row["epoch_s"]
-                          if times and row["train_images"] else None)
+            r["epoch_times_s"] = f["time"].tolist()
+            r["test_top1_per_epoch"] = f["test_top1"].tolist()
+            r["final_test_top1"] = r["test_top1_per_epoch"][-1]
+            if "train_images" in f.files and r["batch_size"]:
+                r["optimizer_steps"] = int(f["train_images"].sum()) // r["batch_size"]
+                r["epoch_train_images"] = int(f["train_images"][-1])
+            r["epochs"] = len(r["epoch_times_s"])
+    r.update(read_json(run / "measure.json"))
+    r["evaluate_top1"] = read_json(run / "eval" / "report.json").get("top1")
+    r["superclass_script_top1"] = read_json(run / "superclass" / "superclass.json").get(
+        "superclass_top1")  # se_res_inception's evaluate_superclass.py
+    return r
+
+
+def mean_std(values):
+    """(mean, sample std) of the numbers among values; std None for fewer than two."""
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return None, None
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None
+
+
+def aggregate(model, runs):
+    """The K runs of one model -> one table row: means, and mean +- std for top-1."""
+    bad = next(((k, r) for k, r in enumerate(runs) if r["status"] != "ok"), None)
+    row = {"model": model, "seeds": len(runs), "runs": runs, "log": bad[1]["log"] if bad else None,
+           "status": "ok" if not bad else
+           bad[1]["status"] + (f" (seed{bad[0]})" if len(runs) > 1 else "")}
+    ok = [r for r in runs if r["status"] == "ok"]
+    first = ok[0] if ok else {}
+    for key in ("params", "flops_per_image", "device", "gpu", "torch", "threads", "amp",
+                "channels_last", "compile", "dataset", "epochs", "batch_size", "train_images",
+                "val_images", "test_images", "infer_batch", "memory_kind", "peak_tflops",
+                "epoch_times_s", "test_top1_per_epoch"):
+        row[key] = first.get(key)
+    for key in MEAN_KEYS:
+        row[key] = mean_std([r.get(key) for r in ok])[0]
+    for key in SPREAD_KEYS:
+        row[key], row[f"{key}_std"] = mean_std([r.get(key) for r in ok])
+    splits = {r.get("best_split") for r in ok}
+    row["best_split"] = splits.pop() if len(splits) == 1 else None
+    if row["best_split"] != "val":  # best.pt was picked on the test set: not reported as such
+        row["best_test_top1"] = row["best_test_top1_std"] = None
+    row["seeds_used"] = [r.get("seed") for r in ok]
+    row["max_load"] = max((r["max_load"] for r in ok if r["max_load"] is not None), default=None)
     return row
+
+
+def parity(parity_dir, seeds):
+    """Test top-1 of the final epoch: resnet18 (matched, full) against the baseline, per seed."""
+    runs = {v: [gather_run(Path(parity_dir) / v / f"seed{k}") for k in range(seeds)]
+            for v in ("resnet18-matched", "resnet18", "baseline")}
+    top1 = {v: [r.get("final_test_top1") if r["status"] == "ok" else None for r in rs]
+            for v, rs in runs.items()}
+    out = {"dir": str(parity_dir), "runs": runs, "comparisons": []}
+    for name, label in PARITY:
+        ratios = [a / b for a, b in zip(top1[name], top1["baseline"]) if a is not None and b]
+        out["comparisons"].append({
+            "repo": name, "label": label, "repo_top1": mean_std(top1[name]),
+            "baseline_top1": mean_std(top1["baseline"]), "ratio": mean_std(ratios),
+            "pairs": len(ratios), "status": [r["status"] for r in runs[name] + runs["baseline"]
+                                             if r["status"] != "ok"]})
+    ok = [r for rs in runs.values() for r in rs if r["status"] == "ok"]
+    first = ok[0] if ok else {}
+    out.update({k: first.get(k) for k in ("optimizer_steps", "epochs", "batch_size", "lr",
+                                          "weight_decay", "epoch_train_images")})
+    out["steps_equal"] = len({r.get("optimizer_steps") for r in ok}) <= 1
+    return out
 
 
 def fmt(v, digits=1, scale=1.0):
@@ -91,13 +154,16 @@ def fmt(v, digits=1, scale=1.0):
     return f"{v / scale:,.{digits}f}"
 
 
+def fmt_pm(mean, std, digits=2):
+    return fmt(mean, digits) + (f" ± {fmt(std, digits)}" if std is not None else "")
+
+
 def ratio(a, b):
     return a / b if a and b else None
 
 
 def environment(rows):
-    done = [r for r in rows if r["device"]]
-    first = done[0] if done else {}
+    first = next((r for r in rows if r.get("device")), {})
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
@@ -112,14 +178,14 @@ def environment(rows):
 
 RESULT_COLUMNS = [  # header, row key, decimals, divide by
     ("params (M)", "params", 2, 1e6), ("GFLOPs / image", "flops_per_image", 2, 1e9),
-    ("train img/s (timed steps)", "train_img_s", 1, 1), ("epoch time (s)", "epoch_s", 1, 1),
-    ("epoch img/s", "epoch_img_s", 1, 1), ("inference img/s", "infer_img_s", 1, 1),
-    ("peak memory (MB)", "peak_memory_mb", 0, 1), ("top-1 (%)", "top1", 2, 1),
-    ("top-5 (%)", "top5", 2, 1), ("superclass (%)", "superclass_top1", 2, 1),
-    ("train wall (s)", "train_wall_s", 1, 1), ("total wall (s)", "total_wall_s", 1, 1)]
-RATIO_COLUMNS = [("train img/s (timed steps)", "train_img_s"), ("epoch img/s", "epoch_img_s"),
-                 ("inference img/s", "infer_img_s"),
-                 ("peak memory", "peak_memory_mb")]
+    ("train img/s, last epoch", "train_img_s", 1, 1), ("epoch time (s)", "epoch_s", 1, 1),
+    ("inference img/s", "infer_img_s", 1, 1), ("peak memory (MB)", "peak_memory_mb", 0, 1),
+    ("test top-1, final epoch (%)", "final_test_top1", 2, None),
+    ("test top-1, best.pt by val (%)", "best_test_top1", 2, None),
+    ("test top-5, final (%)", "final_test_top5", 2, 1),
+    ("superclass, final (%)", "superclass_top1", 2, 1), ("train wall (s)", "train_wall_s", 1, 1)]
+RATIO_COLUMNS = [("train img/s, last epoch", "train_img_s"), ("inference img/s", "infer_img_s"),
+                 ("peak memory", "peak_memory_mb"), ("epoch time", "epoch_s")]
 
 
 def table(header, lines):
@@ -127,7 +193,13 @@ def table(header, lines):
         "| " + " | ".join(cells) + " |" for cells in lines]
 
 
-def markdown(rows, env, args):
+def cell(row, key, digits, scale):
+    if scale is None:  # mean +- std over the seeds
+        return fmt_pm(row[key], row[f"{key}_std"], digits)
+    return fmt(row[key], digits, scale)
+
+
+def markdown(rows, par, env, args):
     ok = [r for r in rows if r["status"] == "ok"]
     base = next((r for r in ok if r["model"] == "baseline"), None)
     gpu = f" ({env['gpu']})" if env["gpu"] else ""
@@ -142,11 +214,21 @@ def markdown(rows, env, args):
     lines = []
     for r in rows:
         if r["status"] == "ok":
-            lines.append([r["model"]] + [fmt(r[k], d, s) for _, k, d, s in RESULT_COLUMNS])
+            lines.append([r["model"]] + [cell(r, k, d, s) for _, k, d, s in RESULT_COLUMNS])
         else:
             log = f" (log: `{r['log']}`)" if r["log"] else ""
             lines.append([r["model"], f"**{r['status']}**{log}"] + [""] * (len(RESULT_COLUMNS) - 1))
+    seeds = max((r["seeds"] for r in rows), default=1)
+    out += ["", f"Per model, {seeds} run(s)" + (": top-1 as mean ± std over the seeds, the other "
+                                                "figures as means." if seeds > 1 else ".")]
     out += [""] + table(["model"] + [h for h, *_ in RESULT_COLUMNS], lines)
+    if any(r["device"] == "cuda" or r["peak_tflops"] for r in ok):
+        out += ["", "Achieved training compute: 3 x forward FLOPs per image x train img/s, "
+                "against the GPU's dense bf16 peak (vendor datasheet; measure.py's PEAK_TFLOPS).",
+                ""] + table(["model", "precision", "train TFLOP/s", "dense bf16 peak (TFLOP/s)",
+                             "share of peak"],
+                            [[r["model"], r["amp"], fmt(r["train_tflops"], 2),
+                              fmt(r["peak_tflops"], 0), fmt_share(r["peak_share"])] for r in ok])
     if base:
         out += ["", "Each model against the baseline (its figure / the baseline's). resnet18 is "
                 "the same network as the baseline, so its row isolates the loader and the "
@@ -154,142 +236,175 @@ def markdown(rows, env, args):
         out += table(["model"] + [h for h, _ in RATIO_COLUMNS], [
             [r["model"]] + [fmt(ratio(r[k], base[k]), 2) + "x" for _, k in RATIO_COLUMNS]
             for r in ok if r is not base])
+    if par:
+        out += [""] + parity_markdown(par)
     out += [""] + table(
-        ["model", "epochs", "batch", "train / test images", "amp", "channels_last", "compile",
-         "timed steps (warm-up + timed)", "inference batch", "highest load"],
-        [[r["model"], str(r["epochs"]), str(r["batch_size"]),
-          f"{r['train_images']:,} / {r['test_images']:,}", r["amp"], str(r["channels_last"]),
-          str(r["compile"]), f"{r['warmup_steps']} + {r['timed_steps']}", str(r["infer_batch"]),
-          fmt(r["max_load"], 2)] for r in ok])
-    return "\n".join(out + [""] + definitions(env, ok) + [""] + checks(rows)) + "\n"
+        ["model", "seeds", "epochs", "batch", "train / val / test images", "amp",
+         "channels_last", "compile", "inference batch", "highest load"],
+        [[r["model"], ", ".join(map(str, r["seeds_used"])), str(r["epochs"]),
+          str(r["batch_size"]), f"{r['train_images']:,} / {r['val_images']:,} / "
+          f"{r['test_images']:,}", r["amp"], str(r["channels_last"]), str(r["compile"]),
+          str(r["infer_batch"]), fmt(r["max_load"], 2)] for r in ok])
+    return "\n".join(out + [""] + definitions(env, ok) + [""] + checks(rows, par, env)) + "\n"
+
+
+def fmt_share(share):
+    return "-" if share is None else f"{100 * share:.1f} %"
+
+
+def parity_markdown(par):
+    c = par["comparisons"]
+    out = ["## Learning parity: the repo's loop against the plain baseline loop", "",
+           f"resnet18/train.py and benchmark/baseline.py at one recipe (SGD lr {par['lr']}, "
+           f"weight decay {par['weight_decay']}, OneCycle), {par['epochs']} epoch(s) of "
+           f"{par['epoch_train_images']} images in batches of {par['batch_size']}: "
+           f"{par['optimizer_steps']} optimizer steps each"
+           + ("" if par["steps_equal"] else " (STEP COUNTS DIFFER between the runs)")
+           + ". Test top-1 (%) of the final epoch on the test split; with "
+           "several seeds, mean ± std, the ratio taken per seed. A ratio near 1 with matched "
+           "augmentation means the repo's loop learns as well as the plain one.", ""]
+    lines = []
+    for x in c:
+        failed = f" (**{', '.join(x['status'])}**)" if x["status"] else ""
+        lines.append([x["label"] + failed, fmt_pm(*x["repo_top1"]), fmt_pm(*x["baseline_top1"]),
+                      fmt_pm(*x["ratio"], digits=3)])
+    return out + table(["comparison", "resnet18", "baseline", "ratio (resnet18 / baseline)"],
+                       lines)
 
 
 def definitions(env, ok):
-    mem = ("torch.cuda.max_memory_allocated over the timed steps" if env["gpu"] else
-           "peak resident memory of the measuring process over the timed steps (Python and "
-           f"torch included: {fmt(ok[0]['rss_after_import_mb'], 0) if ok else '-'} MB right "
-           "after import; the baseline's DataLoader workers not included)")
+    mem = ("torch.cuda.max_memory_allocated of the training process, reset every epoch, the "
+           "largest over the epochs" if env["gpu"] else
+           "peak resident set of the training process (Python and torch included; the "
+           "baseline's DataLoader workers not included)")
     return [
-        "How each column is measured (benchmark/measure.py, benchmark/report.py):", "",
+        "How each column is measured (benchmark/measure.py, from the run's own metrics.npz and "
+        "last.pt):", "",
         "- params: trainable parameters. GFLOPs / image: forward pass of one 32x32 image, counted "
         "by torch.utils.flop_counter: 2 FLOPs per multiply-add of convolutions and matrix "
         "products (batch norm, activations and pooling not counted).",
-        "- train img/s (timed steps): the run's own training step on a fresh model, data loading "
-        "included, timed after the warm-up steps. The repo's step: batched on-device "
-        "augmentation with the folder's recipe (resnet18: crop, flip, rotation, colour jitter, "
-        "erasing, CutMix, label smoothing); the baseline's: a DataLoader of per-sample "
-        "torchvision transforms (crop, flip) and plain cross-entropy.",
-        "- epoch time: median over the run's epochs (metrics.npz `time`), the per-epoch test "
-        "evaluation included, as train.py and baseline.py log it; epoch img/s = training images "
-        "/ epoch time.",
-        "- inference img/s: one pass of the trained model over the test split in batches of the "
-        "inference batch, eval mode, the run's precision, the first batches (up to 2) untimed.",
+        "- train img/s, last epoch: images trained on in the run's last epoch / the training "
+        "phase of that epoch (train_time: loader, augmentation, mixing, step; evaluation "
+        "excluded). With 2 or more epochs the first epoch's warm-up is left out. The repo's "
+        "step: batched on-device augmentation with the folder's recipe; the baseline's: a "
+        "DataLoader of per-sample torchvision transforms (crop, flip) and plain cross-entropy.",
+        "- epoch time: that last epoch whole, training + evaluation of the val and test splits.",
+        "- inference img/s: common.inference.predict of last.pt over the test split, the run's "
+        "precision and memory layout, eager, after one untimed warm-up batch.",
         f"- peak memory: {mem}.",
-        "- top-1 / top-5: evaluate.py's report.json on the final weights (last.pt; the "
-        "baseline: its final epoch). superclass: last.pt's predictions mapped to the 20 "
-        "superclasses through common.data.FINE_TO_COARSE, the same way for every model.",
-        "- train wall: the training command, start to exit; total wall: every step of the model "
-        "(train, evaluate, evaluate_superclass, gradcam, measure), from steps.tsv.",
+        "- test top-1, final epoch: the run's own evaluation after its last epoch (mean ± std "
+        "over the seeds). best.pt by val: the test top-1 of the checkpoint the run picked on its "
+        "held-out validation split, never on the test set ('-' where there was none). "
+        "superclass: last.pt's predictions mapped to the 20 superclasses through "
+        "common.data.FINE_TO_COARSE, the same way for every model.",
+        "- train wall: the training command, start to exit (data set-up included).",
         f"- highest load: the largest 1-minute load average seen at the end of the model's steps; "
         f"above {env['cpu_count']} (the cores) other processes competed for the CPU and the "
         "times of that model are pessimistic."]
 
 
-def checks(rows):
+def checks(rows, par, env):
+    out = []
     ok = [r for r in rows if r["status"] == "ok"]
-    off = [f"{r['model']} {fmt(r['top1_check'], 2)}% vs {fmt(r['top1'], 2)}%" for r in ok
-           if r["top1"] is None or r["top1_check"] is None
-           or abs(r["top1_check"] - r["top1"]) > 0.01]
-    text = ("Checks: top-1 re-counted by measure.py from last.pt "
-            + ("DIFFERS from evaluate.py's: " + "; ".join(off) if off
-               else "equals evaluate.py's for every model"))
-    for r in ok:
-        if r["superclass_script_top1"] is not None:
-            text += (f"; {r['model']}'s evaluate_superclass.py reports superclass "
-                     f"{fmt(r['superclass_script_top1'], 2)}%")
-    out = [text + "."] if ok else []
+    runs = [(r["model"], x) for r in ok for x in r["runs"]]
+    # measure.py counts in float32, as evaluate.py does; the run's own evaluation used its amp
+    off = [f"{m} seed {x.get('seed')}: {fmt(x.get('top1_check'), 2)}% vs "
+           f"{fmt(x.get(k), 2)}% ({k})" for m, x in runs
+           for k in ("evaluate_top1", "final_test_top1") if x.get(k) is not None
+           and (k == "evaluate_top1" or x.get("amp") == "off")
+           and (x.get("top1_check") is None or abs(x["top1_check"] - x[k]) > 0.01)]
+    if ok:
+        text = ("Checks: top-1 of last.pt re-counted by measure.py "
+                + ("DIFFERS: " + "; ".join(off) if off else "equals evaluate.py's and, where "
+                   "the run evaluated in float32, the run's own final evaluation"))
+        for r in ok:
+            if r["runs"][0].get("superclass_script_top1") is not None:
+                text += (f"; {r['model']}'s evaluate_superclass.py reports superclass "
+                         f"{fmt(r['runs'][0]['superclass_script_top1'], 2)}%")
+        out.append(text + ".")
+    if par:
+        for x in par["comparisons"]:
+            low = min((v for v in (x["repo_top1"][0], x["baseline_top1"][0]) if v is not None),
+                      default=None)
+            if low is not None and low < 5:
+                out.append(f"Parity ({x['repo']}): a top-1 of {low:.1f}% is too close to chance "
+                           "(1 %) for the ratio to mean much; train longer.")
+    busy = [f"{r['model']} {r['max_load']:.1f}" for r in ok
+            if env["device"] == "cpu" and (r["max_load"] or 0) > env["cpu_count"]]
+    if busy:
+        out.append(f"Timing: other processes competed for the {env['cpu_count']} cores during "
+                   f"some runs (highest 1-minute load: {', '.join(busy)}); their speed figures "
+                   "and the speed ratios above are pessimistic for those models.")
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
-        out += ["", "Failed or not run: " + "; ".join(
+        out += ["Failed or not run: " + "; ".join(
             f"{r['model']} {r['status']}" + (f" (log: {r['log']})" if r["log"] else "")
             for r in failed)]
-    return out
+    return [line for x in out for line in (x, "")][:-1]
 
 
-def accuracy_panel(ax, ok):
-    """Test top-1 after each epoch against the cumulative epoch time, one line per model."""
-    longest = max((sum(r["epoch_times_s"]) for r in ok), default=0)
-    unit, scale = ("min", 60) if longest > 300 else ("s", 1)
-    for r in ok:
-        c = COLORS.get(r["model"], "#9467bd")
-        t, acc = np.cumsum(r["epoch_times_s"]) / scale, r["test_top1_per_epoch"]
-        ax.plot(t, acc, color=c, marker="o", ms=4, label=r["model"],
-                ls="--" if r["model"] == "baseline" else "-")
-        if len(t):
-            ax.annotate(f"{acc[-1]:.1f}%", (t[-1], acc[-1]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=9, color=c)
-    ax.axhline(1.0, color="0.5", lw=1, ls=":", label="chance (1 %)")
-    top = max((max(r["test_top1_per_epoch"], default=0) for r in ok), default=0)
-    ax.set(xlabel=f"training time ({unit}, cumulative epoch time)", ylabel="test top-1 (%)",
-           title="Accuracy vs training time", ylim=(0, max(5.0, 1.15 * top)),
-           xlim=(0, 1.18 * max(longest / scale, 1e-9)))  # room for the end labels
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left")
-    if ok and top < 10:  # say so rather than let a reader rank models on noise
-        ax.text(0.98, 0.97, "every model is near chance:\ntoo little training to compare "
-                "accuracy", transform=ax.transAxes, ha="right", va="top", fontsize=9,
-                color="0.3", bbox={"facecolor": "white", "edgecolor": "0.7"})
+def throughput_summary(folder, command):
+    """run_all.sh --gpu-throughput: eager and compiled rows side by side -> throughput.md."""
+    modes = {m: read_json(Path(folder) / m / "benchmark.json") for m in ("eager", "compile")}
+    rows = {m: {r["model"]: r for r in b.get("rows", [])} for m, b in modes.items()}
+    env = next((b["environment"] for b in modes.values() if b), {})
+    models = list(dict.fromkeys(m for r in rows.values() for m in r))
+    lines, out_rows = [], []
+    for model in models:
+        for mode in modes:
+            r = rows[mode].get(model)
+            if r is None or r["status"] != "ok":
+                lines.append([model, mode, f"**{r['status'] if r else 'not run'}**"] + [""] * 7)
+                continue
+            speedup = ratio(r["train_img_s"], (rows["eager"].get(model) or {}).get("train_img_s"))
+            out_rows.append({"model": model, "mode": mode, **{k: r[k] for k in (
+                "batch_size", "amp", "train_img_s", "epoch_s", "peak_memory_mb", "train_tflops",
+                "peak_tflops", "peak_share")}, "speedup_vs_eager": speedup})
+            lines.append([model, mode, str(r["batch_size"]), str(r["amp"]), fmt(r["train_img_s"]),
+                          fmt(r["epoch_s"], 2), fmt(r["peak_memory_mb"], 0),
+                          fmt(r["train_tflops"], 2), fmt_share(r["peak_share"]),
+                          fmt(speedup, 2) + "x" if speedup else "-"])
+    gpu = env.get("gpu") or f"no GPU: {env.get('device')} (a dry run)"
+    md = ["# Training throughput, one timed epoch", "",
+          f"- {env.get('date')}, {gpu}, torch {env.get('torch')}", f"- command: `{command}`",
+          "- each model at its recipe's batch size and precision; epoch 1 warms up (cuDNN, "
+          "torch.compile), epoch 2 is timed: train img/s = its images / its training phase; "
+          "s / epoch = training + the evaluation of the test split; TFLOP/s = 3 x forward "
+          "FLOPs per image x img/s, against the dense bf16 peak of the GPU's datasheet "
+          "(benchmark/measure.py's PEAK_TFLOPS; '-' for a GPU not in it)", ""]
+    md += table(["model", "mode", "batch", "precision", "train img/s", "s / epoch",
+                 "peak memory (MB)", "train TFLOP/s", "share of bf16 peak", "vs eager"], lines)
+    text = "\n".join(md) + "\n"
+    write_text(text, Path(folder) / "throughput.md")
+    write_json({"environment": env, "command": command, "rows": out_rows},
+               Path(folder) / "throughput.json")
+    print(text + f"wrote {Path(folder) / 'throughput.md'} and throughput.json")
 
 
-def throughput_panels(ax_train, ax_inf, ok):
-    """Horizontal bars: training img/s (timed steps, whole epochs) and inference img/s."""
-    names = [r["model"] for r in ok][::-1]  # the first model on top
-    colors = [COLORS.get(n, "#9467bd") for n in names]
-    y = np.arange(len(names))
-    series = [("timed training steps", "train_img_s", 1.0, 0.2),
-              ("whole epochs (eval incl.)", "epoch_img_s", 0.45, -0.2)]
-    for label, key, alpha, dy in series:
-        bars = ax_train.barh(y + dy, [r[key] or 0 for r in ok][::-1], height=0.38, alpha=alpha,
-                             color=colors)
-        ax_train.bar_label(bars, fmt="%.1f", padding=3, fontsize=8)
-    ax_train.legend(handles=[Patch(color="0.35", alpha=alpha, label=label)
-                             for label, _, alpha, _ in series],
-                    fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2)
-    bars = ax_inf.barh(y, [r["infer_img_s"] or 0 for r in ok][::-1], height=0.6, color=colors)
-    ax_inf.bar_label(bars, fmt="%.0f", padding=3, fontsize=8)
-    for ax, title in ((ax_train, "Training throughput (img/s)"),
-                      (ax_inf, "Inference throughput (img/s)")):
-        ax.set_yticks(y, names)
-        ax.set(title=title, xlabel="images / second")
-        ax.margins(x=0.22)
-        ax.grid(axis="x", alpha=0.3)
-
-
-def figure(rows, env, args, path):
-    ok = [r for r in rows if r["status"] == "ok"]
-    fig = Figure(figsize=(15, 4.8), layout="constrained")
-    ax_acc, ax_train, ax_inf = fig.subplots(1, 3, width_ratios=[1.3, 1, 1])
-    accuracy_panel(ax_acc, ok)
-    throughput_panels(ax_train, ax_inf, ok)
-    device = env["device"] or "-"
-    device += f" ({env['gpu']})" if env["gpu"] else f", {env['torch_threads']} threads"
-    fig.suptitle(f"{args.settings or args.command}  |  {device}, torch {env['torch']}, "
-                 f"{env['date'][:10]}", fontsize=10)
-    save(fig, path)
+def write_text(text, path):
+    """Atomically: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main(args):
+    if args.throughput:
+        return throughput_summary(args.throughput, args.command)
+    if args.seeds < 1:
+        raise SystemExit("error: --seeds must be at least 1")
     results = Path(args.results)
-    rows = [gather(results, m) for m in args.models.split()]
-    env = environment(rows)
+    rows = [aggregate(m, [gather_run(results / "runs" / m / f"seed{k}")
+                          for k in range(args.seeds)]) for m in args.models.split()]
+    par = parity(args.parity, args.seeds) if args.parity else None
+    env = environment([x for r in rows for x in r["runs"]])
     results.mkdir(parents=True, exist_ok=True)
-    (results / "benchmark.md").write_text(markdown(rows, env, args))
-    (results / "benchmark.json").write_text(json.dumps(
-        {"environment": env, "command": args.command, "settings": args.settings,
-         "rows": rows}, indent=1))
-    figure(rows, env, args, results / "benchmark.png")
-    print((results / "benchmark.md").read_text())
-    print(f"wrote {results / 'benchmark.md'}, benchmark.json and benchmark.png")
+    md = markdown(rows, par, env, args)
+    write_text(md, results / "benchmark.md")
+    write_json({"environment": env, "command": args.command, "settings": args.settings,
+                "rows": rows, "parity": par}, results / "benchmark.json")
+    figure.draw(rows, par, env, args.settings or args.command, results / "benchmark.png")
+    print(md + f"wrote {results / 'benchmark.md'}, benchmark.json and benchmark.png")
 
 
 if __name__ == "__main__":

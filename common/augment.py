@@ -48,9 +48,9 @@ class Augment:
     affine_p: float = 1.0            # chance that rotate/translate/scale apply to an image
     jitter: tuple = (0.0, 0.0, 0.0, 0.0)  # brightness, contrast, saturation, hue (torchvision's)
     erase_p: float = 0.0             # one rectangle of 2-33 % of the area, aspect 0.3-3.3
-    holes_p: float = 0.0             # coarse dropout: `holes` squares of side `hole_size` px
-    holes: int = 8
-    hole_size: int = 8
+    holes_p: float = 0.0             # coarse dropout: `holes` rectangles inside the image, each
+    holes: int = 8                   # side drawn from hole_size = (lo, hi) px, as
+    hole_size: tuple = (8, 8)        # albumentations' CoarseDropout(min/max_height, _width)
     noise_p: float = 0.0             # Gaussian noise; drawn from the same uniform as holes_p,
     noise_std: tuple = (0.0125, 0.0278)  # so holes and noise never hit the same image
 
@@ -67,11 +67,14 @@ class Augment:
         on = rand(B) < self.affine_p
         ang, zoom, shift = ang * on, torch.where(on, zoom, 1.0), shift * on[:, None]
         crop = torch.randint(-self.pad, self.pad + 1, (B, 2), generator=g, device=dev) * 2.0
-        crop = crop / torch.tensor([W, H], device=dev)
+        crop[:, 0] /= W  # px -> grid units; Python scalars, so nothing is copied from the host
+        crop[:, 1] /= H
         flip = torch.where(rand(B) < 0.5, -1.0, 1.0) if self.flip else torch.ones(B, device=dev)
         cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
-        theta = torch.stack([torch.stack([cos * flip, -sin, crop[:, 0] + shift[:, 0]], 1),
-                             torch.stack([sin * flip, cos, crop[:, 1] + shift[:, 1]], 1)], 1)
+        m = torch.stack([torch.stack([cos * flip, -sin], 1), torch.stack([sin * flip, cos], 1)], 1)
+        # the shift goes through m, so it moves the output by `shift` whatever the angle and
+        # zoom, as torchvision's RandomAffine translate does; the crop moves the input
+        theta = torch.cat([m, (crop + (m @ shift[:, :, None])[:, :, 0])[:, :, None]], 2)
         if self.pad or self.flip or self.rotate or self.translate or self.scale != (1.0, 1.0):
             grid = F.affine_grid(theta, (B, 3, H, W), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -87,10 +90,13 @@ class Augment:
         x = (x - mean) / std
         keep = torch.ones(B, 1, H, W, device=dev)
         if self.holes_p:
-            c = torch.rand(B, self.holes, 2, generator=g, device=dev) * torch.tensor(
-                [H, W], device=dev)
+            lo, hi = self.hole_size
+            size = torch.randint(lo, hi + 1, (B, self.holes, 2), generator=g, device=dev)
+            room = torch.stack([H - size[..., 0], W - size[..., 1]], -1) + 1
+            top = (rand(B, self.holes, 2) * room).floor()
+            c = top + size / 2  # whole pixels, the hole inside the image
             for k in range(self.holes):
-                keep *= ~_box(c[:, k, 0], c[:, k, 1], self.hole_size, self.hole_size, H, W)
+                keep *= ~_box(c[:, k, 0], c[:, k, 1], size[:, k, 0], size[:, k, 1], H, W)
             keep = torch.where((u < self.holes_p)[:, None, None, None], keep, 1.0)
         if self.erase_p:
             area = (0.02 + rand(B) * 0.31) * H * W
@@ -103,27 +109,29 @@ class Augment:
         return x * keep  # erased pixels become 0 after normalization: the dataset mean
 
     def _jitter(self, x, rand):
+        """torchvision's ColorJitter with its own factors per image, in one fixed order:
+        brightness, contrast, saturation, hue (torchvision draws the order at random per call).
+        Each step is torchvision's adjust_* and clamps to [0, 1] as it does."""
         B = x.shape[0]
         b, c, s, h = self.jitter
-        factor = lambda m: 1 + (rand(B) * 2 - 1) * m  # noqa: E731
-        x = x * factor(b)[:, None, None, None]
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-        cf = factor(c)[:, None, None, None]
-        x = cf * x + (1 - cf) * gray.mean((2, 3), keepdim=True)
-        sf = factor(s)[:, None, None, None]
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
-        x = sf * x + (1 - sf) * gray
-        if h:
-            a = (rand(B) * 2 - 1) * h * 2 * math.pi
-            to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322],
-                                   [0.211, -0.523, 0.312]], device=x.device)
-            rot = torch.zeros(B, 3, 3, device=x.device)
-            rot[:, 0, 0] = 1
-            rot[:, 1, 1], rot[:, 1, 2] = torch.cos(a), -torch.sin(a)
-            rot[:, 2, 1], rot[:, 2, 2] = torch.sin(a), torch.cos(a)
-            m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (B, 3, 3)
-            x = torch.einsum("bij,bjhw->bihw", m, x)
-        return x.clamp(0, 1)
+        factor = lambda m: 1 + (rand(B) * 2 - 1)[:, None, None, None] * m  # noqa: E731
+        gray = lambda v: (0.2989 * v[:, 0] + 0.587 * v[:, 1] + 0.114 * v[:, 2])[:, None]  # noqa
+        x = (x * factor(b)).clamp(0, 1)
+        cf = factor(c)  # blend with the image's mean gray
+        x = (cf * x + (1 - cf) * gray(x).mean((2, 3), keepdim=True)).clamp(0, 1)
+        sf = factor(s)  # blend with each pixel's gray
+        x = (sf * x + (1 - sf) * gray(x)).clamp(0, 1)
+        if h:  # HSV hue turned by up to h turns (0.05: 18 degrees), saturation and value kept
+            turn = (rand(B) * 2 - 1) * h
+            v, lo = x.amax(1), x.amin(1)
+            chroma = v - lo
+            r, g, bl = ((v[:, None] - x) / torch.where(chroma > 0, chroma, 1)[:, None]).unbind(1)
+            hue = torch.where(v == x[:, 0], bl - g,  # in sixths of a turn
+                              torch.where(v == x[:, 1], 2 + r - bl, 4 + g - r))
+            k = (torch.arange(5.0, 0.0, -2.0, device=x.device)[:, None, None]  # 5, 3, 1
+                 + (hue[:, None] + 6 * turn[:, None, None, None])) % 6  # (B, 3, H, W)
+            x = v[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
+        return x
 
 
 def _box(cy, cx, h, w, H, W):

@@ -48,8 +48,8 @@ def overview_curves(m, best_epoch=None):
               ("test loss", "loss", ("test_loss", "val_loss", "ema_test_loss", "ema_val_loss")),
               ("training accuracy (mixed batches: vs the dominant label)", "top-1 (%)",
                ("train_acc",)),
-              ("test accuracy", "top-1 (%)", ("test_top1", "val_top1", "ema_test_top1",
-                                               "ema_val_top1")))
+              ("test accuracy", "top-1 (%)",
+               ("test_top1", "val_top1", "ema_test_top1", "ema_val_top1")))
     for cell, (title, ylabel, keys) in zip((grid[0, 0], grid[0, 1], grid[1, 0], grid[1, 1]),
                                            panels):
         ax = fig.add_subplot(cell)

@@ -4,12 +4,12 @@ Every split is a pair (uint8 images (N, 3, 32, 32), int64 fine labels (N,)) on t
 loader and the augmentation that feed them to a model are in augment.py.
 """
 import io
+import math
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # Per-channel mean/std of the 50,000 CIFAR-100 training images, pixels scaled to [0, 1].
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -127,37 +127,133 @@ def ensure_cifar100(root, download=True):
 
 
 # ----------------------------------------------------------------------------- synthetic stand-in
-def synthetic_cifar100(n, split_seed):
-    """A learnable stand-in with CIFAR-100's shapes: n uint8 images (n,3,32,32), int64 labels.
+# Superclass c wears texture _TEXTURES[c // 2] at a period of (5, 10)[c % 2] px; the k-th fine
+# class of a superclass, in label order, is the object _SHAPES[k] on that texture.
+_TEXTURES = ("horizontal stripes", "vertical stripes", "diagonal stripes", "waves", "grid",
+             "checkerboard", "dots", "honeycomb", "rings", "maze")
+_SHAPES = ("disk", "bar", "triangle", "cross", "ring")
+_PX = torch.arange(32.0) - 15.5  # pixel centres from the image centre, px
 
-    Each superclass has a smooth random colour pattern; each of its 5 fine classes adds a weaker
-    pattern of its own, so superclasses are more alike within than across. Every image is its
-    class pattern at a random offset and contrast, plus pixel noise. The class patterns are the
-    same for every split; `split_seed` only changes which images are drawn.
+
+def synthetic_cifar100(n, split_seed):
+    """A stand-in that only a network that sees texture and shape can solve: n uint8 images
+    (n,3,32,32) and int64 labels, with CIFAR-100's class names and superclass map.
+
+    The superclass is a texture over the whole image: 10 kinds (_TEXTURES) at a period of 5 or
+    10 px. The fine class is the outline of an object on it (_SHAPES: disk, bar, triangle,
+    cross, ring) in the opposite hue and a lighter or darker grey, so the five classes of a
+    superclass share their texture and differ in shape. Hue and grey level are random per
+    image and the texture has zero mean, so the mean colour says nothing of the class; the
+    texture is band-limited and never clipped, so a blur (sigma 5 px) leaves the object's
+    silhouette and no trace of the superclass (tests/test_data.py measures both).
+
+    Every cue survives the recipes' augmentations, as an object's class does: textures and
+    shapes are mirror-symmetric or come both ways (a flip turns one diagonal into the other);
+    orientations differ by 45 deg or more, against a 15 deg rotation plus 5 deg of tilt here;
+    the periods differ 2x, against a 15 % zoom plus 8 % jitter here; a 4 px crop moves an
+    object that stays within 3 px of the centre; colour jitter changes neither a luminance
+    pattern nor an outline. The classes are the same for every split; `split_seed` picks the
+    images.
     """
-    g = torch.Generator().manual_seed(1234)  # class patterns: fixed, the "world" of the dataset
-    coarse = torch.rand(20, 3, 4, 4, generator=g)
-    fine = torch.rand(NUM_CLASSES, 3, 8, 8, generator=g) - 0.5
-    low = coarse[list(FINE_TO_COARSE)]  # (100, 3, 4, 4)
-    protos = (F.interpolate(low, size=40, mode="bicubic", align_corners=False)
-              + 0.6 * F.interpolate(fine, size=40, mode="bicubic", align_corners=False))
+    coarse = torch.tensor(FINE_TO_COARSE)
+    shape_of = torch.zeros(NUM_CLASSES, dtype=torch.long)  # rank of a class in its superclass
+    for c in range(20):
+        members = (coarse == c).nonzero().flatten()
+        shape_of[members] = torch.arange(len(members))
     g = torch.Generator().manual_seed(split_seed)
     y = torch.randperm(n, generator=g) % NUM_CLASSES
     x = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
-    span = torch.arange(32)
-    for i in range(0, n, 4096):  # bounded memory for the 50,000-image set
-        yb = y[i:i + 4096]
-        b = len(yb)
-        oy, ox = torch.randint(0, 9, (2, b), generator=g)  # a 32x32 window of the 40x40 pattern
-        rows = (oy[:, None] + span)[:, None, :, None].expand(b, 3, 32, 40)
-        cols = (ox[:, None] + span)[:, None, None, :].expand(b, 3, 32, 32)
-        win = protos[yb].gather(2, rows).gather(3, cols)
-        contrast = 0.6 + 0.8 * torch.rand(b, 1, 1, 1, generator=g)
-        mean = win.mean((2, 3), keepdim=True)  # keep each class's colour, vary its contrast
-        img = mean + contrast * (win - mean)
-        img = img + 0.12 * torch.randn(b, 3, 32, 32, generator=g)
-        x[i:i + b] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    for i in range(0, n, 8192):  # bounded memory: ~0.2 GB of float32 per chunk
+        yb = y[i:i + 8192]
+        b, c = len(yb), coarse[yb]
+        q = torch.rand(b, 17, generator=g)  # every per-image random number, uniform in [0, 1)
+        k = 2 * math.pi / (torch.where(c % 2 == 0, 5.0, 10.0) * (0.92 + 0.16 * q[:, 0]))  # rad/px
+        tilt = math.radians(5) * (2 * q[:, 1] - 1)  # rad
+        t = _grouped(c // 2, lambda kind, j: _texture(kind, k[j], tilt[j], q[j, 2:10]))
+        t = t - t.mean((1, 2), keepdim=True)
+        t = t / t.abs().amax((1, 2), keepdim=True)  # zero mean, peak 1
+        radius = 7.5 + 2.5 * q[:, 10]  # px, of the disk of the object's area
+        centre = 3 * (2 * q[:, 11:13] - 1)  # px from the image centre
+        inside = _grouped(shape_of[yb], lambda kind, j: _shape(kind, centre[j], radius[j]))
+        # colours: the background a random hue of chroma 0.03-0.06 at a grey level of 0.4-0.6,
+        # the object the opposite hue 0.12 lighter or darker; all within 0.3-0.7, so that the
+        # texture (+-0.3) never clips: clipping would fold its harmonics into a coarse moire
+        hue = torch.cos(2 * math.pi * q[:, 14, None] + torch.tensor([0, -2, 2]) * math.pi / 3)
+        hue = (0.03 + 0.03 * q[:, 15, None]) * hue
+        level = 0.4 + 0.2 * q[:, 16, None]
+        bg, fg = level + hue, level - hue + torch.where(level < 0.5, 0.12, -0.12)
+        lum = 0.3 * t + 0.02 * torch.randn(b, 32, 32, generator=g)  # texture + pixel noise
+        img = torch.addcmul(bg[:, :, None, None], (fg - bg)[:, :, None, None], inside[:, None])
+        img += lum[:, None]
+        x[i:i + b] = img.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
     return x, y
+
+
+def _grouped(group, fn):
+    """fn(kind, index) for each kind's images at once, back in the original order."""
+    order = torch.argsort(group, stable=True)
+    parts = order.split(torch.bincount(group).tolist())
+    return torch.cat([fn(kind, j) for kind, j in enumerate(parts) if len(j)])[order.argsort()]
+
+
+def _wave(k, angle, phase):
+    """(m,) -> (m, 32, 32): k (u cos angle + v sin angle) + phase, u right and v down, rad."""
+    along_u = (k * torch.cos(angle))[:, None, None] * _PX
+    along_v = (k * torch.sin(angle))[:, None] * _PX + phase[:, None]
+    return along_u + along_v[:, :, None]
+
+
+def _texture(kind, k, tilt, q):
+    """Texture `kind` at wave number k (rad/px), tilted by `tilt` (rad); q: (m, 8) uniforms.
+
+    Each is built from cosines of wave number k, at most squared, so no frequency exceeds 2k
+    (the waves' wobble adds sidebands past it below 1 %): at the shortest period, 4.6 px, that
+    is 0.43 cycles/px, under the pixel grid's 0.5, so no harmonic folds back into a coarse
+    moire that a blur would keep.
+    """
+    ph = 2 * math.pi * q
+    cos = lambda j, angle, kk=k: torch.cos(_wave(kk, tilt + angle, ph[:, j]))  # noqa: E731
+    right = math.pi / 2
+    if kind == 0:
+        return cos(0, right)  # the wave runs down: horizontal stripes
+    if kind == 1:
+        return cos(0, 0.0)
+    if kind == 2:  # a flip turns one diagonal into the other, so the class holds both
+        return cos(0, torch.where(q[:, 1] < 0.5, -1.0, 1.0) * right / 2)
+    if kind == 3:  # horizontal stripes bent by a sine twice as long, up to 45 degrees
+        return torch.cos(_wave(k, tilt + right, ph[:, 0])
+                         + 2 * torch.sin(_wave(k / 2, tilt, ph[:, 1])))
+    if kind == 4:  # bright lines both ways
+        return (1 + cos(0, 0.0)) ** 2 + (1 + cos(1, right)) ** 2
+    if kind == 5:  # squares of side period / sqrt(2): the fundamental is at the period
+        return cos(0, 0.0, k / 2 ** 0.5) * cos(1, right, k / 2 ** 0.5)
+    if kind == 6:  # bright dots on a square lattice
+        return ((1 + cos(0, 0.0)) * (1 + cos(1, right))) ** 2
+    if kind == 7:  # three gratings 60 degrees apart, phased to draw dark dots in a bright mesh
+        return -(cos(0, 0.0) + cos(1, math.pi / 3)
+                 + torch.cos(_wave(k, tilt + 2 * math.pi / 3, ph[:, 1] - ph[:, 0])))
+    if kind == 8:  # concentric rings about a point up to 6 px from the centre
+        cu, cv = 12 * q[:, 1:3].T - 6
+        r2 = ((_PX - cu[:, None]) ** 2)[:, None, :] + ((_PX - cv[:, None]) ** 2)[:, :, None]
+        return torch.cos(k[:, None, None] * r2.sqrt() + ph[:, 0, None, None])
+    return sum(cos(j, j * math.pi / 6) for j in range(6))  # maze: every orientation
+
+
+def _shape(kind, centre, radius):
+    """(m, 32, 32) bool: shape `kind` of about a disk's area, axis-aligned and mirror-symmetric."""
+    u = (_PX - centre[:, 0, None]) / radius[:, None]  # (m, 32), in radii
+    v = (_PX - centre[:, 1, None]) / radius[:, None]
+    u, v = u[:, None, :], v[:, :, None]
+    if kind == 0:
+        return u ** 2 + v ** 2 < 1
+    if kind == 1:  # lying flat, 2.6 x 1 radii
+        return (u.abs() < 1.3) & (v.abs() < 0.5)
+    if kind == 2:  # apex up; height 2.2, base 2.6 radii
+        return (v.abs() < 1.1) & (u.abs() < (v + 1.1) * 1.3 / 2.2)
+    if kind == 3:
+        return ((u.abs() < 0.35) & (v.abs() < 1.15)) | ((v.abs() < 0.35) & (u.abs() < 1.15))
+    r2 = u ** 2 + v ** 2
+    return (r2 < 1.15 ** 2) & (r2 > 0.6 ** 2)
 
 
 # ----------------------------------------------------------------------------- splits

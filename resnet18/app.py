@@ -70,7 +70,10 @@ def build_parser():
 def import_gradio():
     """Gradio (main checked it is there), offline: no usage statistics, no version check."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    import gradio
+    try:
+        import gradio
+    except ImportError as e:  # there, but broken (a half-finished install, a missing dependency)
+        raise SystemExit(f"{NO_GRADIO} (importing it failed: {e})") from None
     return gradio
 
 

@@ -82,8 +82,8 @@ def main(args):
           f"built for CUDA {torch.version.cuda or 'none'}")
     cuda = torch.cuda.is_available()
     cudnn = torch.backends.cudnn.version() if cuda and torch.backends.cudnn.is_available() else None
-    print(f"CUDA available: {cuda}" + (f", {torch.cuda.device_count()} GPU(s), cuDNN {cudnn}"
-                                      if cuda else ""))
+    gpus = f", {torch.cuda.device_count()} GPU(s), cuDNN {cudnn}" if cuda else ""
+    print(f"CUDA available: {cuda}{gpus}")
     print(f"MPS available: {torch.backends.mps.is_available()}; CPU threads: "
           f"{torch.get_num_threads()}")
     try:

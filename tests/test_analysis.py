@@ -200,7 +200,7 @@ def checkpoint(tmp_path_factory):
                 "num_classes": 100, "dataset": "synthetic", "epoch": 1,
                 "model": model.state_dict(), "ema": None,
                 "args": {"dataset": "synthetic", "data_dir": None, "subset": 500, "val_split": 0}},
-                path)
+               path)
     return path
 
 

@@ -4,6 +4,9 @@ goes on; a bad checkpoint or a missing gradio stops it with one line before it s
 Chromium is installed, the page itself is driven in a headless browser.
 
     APP_SCREENSHOT=resnet18/app_screenshot.png python -m pytest tests/test_app.py -k chromium
+
+APP_CHECKPOINT=path/best.pt serves that checkpoint instead of the tiny one the tests train (the
+README's screenshot: the try-it run of resnet18/README.md).
 """
 import base64
 import fcntl
@@ -38,6 +41,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
+    if os.environ.get("APP_CHECKPOINT"):
+        return os.environ["APP_CHECKPOINT"]
     out = tmp_path_factory.mktemp("app_run")
     run("resnet18/train.py", *TINY, "--subset", "100", "--batch-size", "50", "--epochs", "1",
         "--out-dir", out)
@@ -235,7 +240,8 @@ class Chromium:
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium package")
 def test_page_in_headless_chromium(server, tmp_path):
     """A person's visit: a text file (the page says why it is no image), a click on an example,
-    then a drawn picture wider than tall; the page shows what the client gets."""
+    then a drawn picture wider than tall, then another example; the page shows what the client
+    gets."""
     url, client = server
     (tmp_path / "notes.png").write_text("not an image")
     scene = Image.new("RGB", (480, 320), (110, 170, 230))  # sky; the network sees 320x320
@@ -255,11 +261,16 @@ def test_page_in_headless_chromium(server, tmp_path):
             ".join(' ')")
         browser.js("document.querySelectorAll('[data-testid=toast-close]')"
                    ".forEach(b => b.click())")
-        browser.js(f"[...document.querySelectorAll('#examples button')]"
-                   f".find(b => b.innerText.trim() == '{EXAMPLE.stem}').click()")
-        for path, show in ((EXAMPLE, None), (tmp_path / "scene.jpg", "#input input[type=file]")):
-            if show:
-                browser.upload(show, path)
+        last = REPO / "resnet18" / "examples" / "rose.png"
+        for path, show in ((EXAMPLE, "example"), (tmp_path / "scene.jpg", "upload"),
+                           (last, "example")):  # each waits for its own 32x32 image
+            seen = json.dumps(browser.js("document.querySelector('#seen img')?.src || ''"))
+            if show == "upload":
+                browser.upload("#input input[type=file]", path)
+            else:
+                browser.js(f"[...document.querySelectorAll('#examples button')]"
+                           f".find(b => b.innerText.trim() == '{path.stem}').click()")
+            browser.wait_for(f"(document.querySelector('#seen img')?.src || '') != {seen}")
             expected = client.predict(handle_file(str(path)), api_name="/predict")
             browser.wait_for(f"document.querySelector('#superclass textarea')?.value == "
                              f"{json.dumps(expected[1])}")
