@@ -374,11 +374,38 @@ def throughput_summary(folder, command):
           "(benchmark/measure.py's PEAK_TFLOPS; '-' for a GPU not in it)", ""]
     md += table(["model", "mode", "batch", "precision", "train img/s", "s / epoch",
                  "peak memory (MB)", "train TFLOP/s", "share of bf16 peak", "vs eager"], lines)
+    md += ["", "Against issue 10's targets for one H100 (the faster mode of each model):", ""]
+    md += [f"- {line}" for line in throughput_targets(out_rows)]
     text = "\n".join(md) + "\n"
     write_text(text, Path(folder) / "throughput.md")
     write_json({"environment": env, "command": command, "rows": out_rows},
                Path(folder) / "throughput.json")
     print(text + f"wrote {Path(folder) / 'throughput.md'} and throughput.json")
+
+
+def throughput_targets(rows):
+    """Lines comparing the best mode of each model with the targets: resnet18 <= 2.0 s an epoch
+    (150 epochs in ~5 min), >= 2x the baseline's img/s, the others >= half its TFLOP/s."""
+    best = {}
+    for r in rows:
+        if r["model"] not in best or r["train_img_s"] > best[r["model"]]["train_img_s"]:
+            best[r["model"]] = r
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines = []
+    if "resnet18" in best:
+        r = best["resnet18"]
+        lines.append(f"resnet18 ({r['mode']}): {r['epoch_s']:.2f} s / epoch, so 150 epochs take "
+                     f"{150 * r['epoch_s'] / 60:.1f} min; target <= 2.0 s: "
+                     f"{verdict(r['epoch_s'] <= 2.0)}")
+        if "baseline" in best:
+            x = r["train_img_s"] / best["baseline"]["train_img_s"]
+            lines.append(f"resnet18 / baseline img/s: {x:.2f}x; target >= 2x: {verdict(x >= 2)}")
+        for other in ("resnet34", "se_res_inception"):
+            if other in best and r["train_tflops"]:
+                x = best[other]["train_tflops"] / r["train_tflops"]
+                lines.append(f"{other} TFLOP/s / resnet18's: {x:.2f}; target >= 0.5: "
+                             f"{verdict(x >= 0.5)}")
+    return lines or ["no resnet18 row: nothing to compare"]
 
 
 def write_text(text, path):

@@ -8,6 +8,9 @@ SCENARIO
   record  train.main with train_step wrapped to save the (images, targets, loss) of each step
   nobn    train.main with build_model swapped for a small network without BatchNorm or dropout
   eval    the test split through evaluate() with a fixed network; each rank saves its result
+  syncs   train.main under torch.cuda.set_sync_debug_mode("warn"): how often each Python line
+          (the repo's or torch's) made the host wait for the GPU, into OUT_DIR/syncs.json
+          as {"file:line": count}
   steps   OUT_DIR/seen_rank0.pt's first batch (from `record`) through train_step on --device,
           for every --amp x channels_last (x --compile if given): the first step's loss and the
           loss after 3 steps, with the GradScaler's scale
@@ -53,6 +56,18 @@ elif scenario == "eval":
     model = train.build_model(args)[0]
     result = train.evaluate(model, loaders["test"], None)
     torch.save({"result": result, "images": len(loaders["test"].x)}, out / f"eval_rank{rank}.pt")
+elif scenario == "syncs":
+    import collections
+    import json
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every occurrence, not the first per line
+        torch.cuda.set_sync_debug_mode("warn")
+        train.main(train.parse_args(argv))
+        torch.cuda.set_sync_debug_mode(0)
+    where = collections.Counter(f"{w.filename}:{w.lineno}" for w in caught
+                                if "synchroniz" in str(w.message))  # torch's own lines too
+    (out / "syncs.json").write_text(json.dumps(dict(where.most_common()), indent=1))
 elif scenario == "steps":
     args = train.parse_args(argv)
     device = torch.device(args.device)

@@ -130,3 +130,18 @@ def test_no_benchmark_file_imports_a_script():
             assert not (m and m[1] in scripts), f"{path.name} imports a script: {line}"
         for target in re.findall(r"spec_from_file_location\([^)]*\)", text):
             assert "model" in target, f"{path.name}: {target}"
+
+
+def test_throughput_targets_take_each_models_faster_mode(report):
+    row = lambda model, mode, img_s, epoch_s, tflops: {  # noqa: E731
+        "model": model, "mode": mode, "train_img_s": img_s, "epoch_s": epoch_s,
+        "train_tflops": tflops}
+    lines = report.throughput_targets([
+        row("resnet18", "eager", 20_000, 3.0, 60.0), row("resnet18", "compile", 30_000, 1.9, 90.0),
+        row("baseline", "eager", 16_000, 4.0, 50.0), row("resnet34", "compile", 9_000, 6.0, 50.0),
+        row("se_res_inception", "eager", 3_000, 20.0, 40.0)])
+    assert lines == [
+        "resnet18 (compile): 1.90 s / epoch, so 150 epochs take 4.8 min; target <= 2.0 s: met",
+        "resnet18 / baseline img/s: 1.88x; target >= 2x: NOT met",
+        "resnet34 TFLOP/s / resnet18's: 0.56; target >= 0.5: met",
+        "se_res_inception TFLOP/s / resnet18's: 0.44; target >= 0.5: NOT met"]

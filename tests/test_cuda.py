@@ -9,6 +9,8 @@ What is compared with what:
   bf16 / fp16 x channels_last off / on (+ --compile for resnet18): the first loss is within
   a tolerance of the CPU fp32 loss (see STEP_TOLERANCE), three steps stay finite, and fp16
   really scales its loss (GradScaler scale 2**16 at the start);
+- the training loop waits for the GPU only every 20 steps and at the epoch's end: no line (the
+  repo's or torch's under it) synchronises per step (torch.cuda.set_sync_debug_mode counts);
 - Ctrl-C and --resume on CUDA with --deterministic give bit-identical weights, EMA and optimizer
   state to the uninterrupted run (cuDNN autotuning off, deterministic kernels). Without
   --deterministic cuDNN may pick other kernels in the resumed process: the run continues
@@ -115,3 +117,19 @@ def test_ctrl_c_and_resume_on_cuda_are_bit_exact_when_deterministic(tmp_path):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_loop_does_not_wait_for_the_gpu_every_step(tmp_path):
+    """One epoch of 20 steps against one of 60: a line that waits every step counts 40 more in
+    the longer run; the loop's check every 20 steps counts 2 more; what happens once an epoch
+    (evaluation, the checkpoint's copy to the host) counts the same in both."""
+    counts = {}
+    for steps in (20, 60):
+        out = tmp_path / str(steps)
+        out.mkdir()
+        run(REPO / "tests" / "probe.py", "resnet18", "syncs", out, "--", "--dataset", "synthetic",
+            "--subset", 64 * steps, "--batch-size", "64", "--epochs", "1", "--progress-every",
+            "1000", "--device", "cuda", "--out-dir", out / "run")
+        counts[steps] = json.loads((out / "syncs.json").read_text())  # {"file:line": count}
+    more = {line: n - counts[20].get(line, 0) for line, n in counts[60].items()}
+    assert counts[60] and max(more.values()) <= 4, more

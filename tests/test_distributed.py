@@ -1,8 +1,12 @@
 """train.py under torchrun: 2 CPU processes with gloo against 1 process, on the repo's own code
 (tests/probe.py wraps train.py's functions, it re-types none of them)."""
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,3 +114,37 @@ def test_ctrl_c_under_torchrun_then_resume_is_bit_exact(tmp_path):
     rows = lambda ck: [{k: v for k, v in r.items() if "time" not in k and k != "peak_mem_mb"}  # noqa
                        for r in ck["tracker"]["rows"]]
     assert str(rows(a)) == str(rows(b)) and b["epoch"] == 2
+
+
+def _parent_and_env(proc):
+    """(parent pid, whether RANK=1 is in its environment) of a /proc/<pid> entry, or None."""
+    try:
+        ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        env = (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+        return ppid, "RANK=1" in env
+    except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
+        return None
+
+
+def test_a_dead_rank_ends_the_run_and_last_pt_survives(tmp_path):
+    """SIGKILL one of 2 ranks in epoch 2 (an out-of-memory kill, a lost node): torchrun ends the
+    other rank with an error instead of hanging in a collective, epoch 1's last.pt stays intact,
+    and --resume under torchrun finishes the run."""
+    flags = [*TINY, "--subset", "420", "--batch-size", "10", "--epochs", "2",
+             "--progress-every", "0"]
+    p = subprocess.Popen([*TORCHRUN, "2", str(REPO / "resnet18" / "train.py"), *map(str, flags),
+                          "--out-dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("epoch 1/2"):  # written after last.pt
+            break
+    rank1 = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and
+             _parent_and_env(d) == (p.pid, True)]  # torchrun's worker with RANK=1
+    assert len(rank1) == 1, rank1
+    os.kill(rank1[0], signal.SIGKILL)
+    _, err = p.communicate(timeout=120)  # a hang fails here
+    assert p.returncode != 0 and re.search(r"exitcode\s*:\s*-9", err), err  # rank 1's SIGKILL
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ck["epoch"] == 1 and ck["step"] == 0
+    torchrun(2, REPO / "resnet18" / "train.py", "--resume", "--out-dir", tmp_path)
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
