@@ -7,7 +7,8 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it load
     arch, num_classes,    the run's fingerprint: --resume refuses a checkpoint whose fingerprint
     dataset, model_args   differs (check_compatible); load_model rebuilds factory(**model_args)
     model                 state dict of the bare network (never a DDP or torch.compile wrapper)
-    ema                   AveragedModel state dict ("module."-prefixed + n_averaged), or None
+    ema                   runtime.EMA's (an AveragedModel's) state dict ("module."-prefixed +
+                          n_averaged), or None
     optimizer, scheduler, scaler      state dicts, read by --resume
     epoch                 epochs finished
     step                  optimizer steps of epoch `epoch` + 1 already taken: 0 at an epoch's

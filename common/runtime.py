@@ -1,4 +1,4 @@
-"""Device, precision, kernels, optimizer, schedule, Ctrl-C, memory, TensorBoard: the run-time
+"""Device, precision, kernels, optimizer, schedule, EMA, Ctrl-C, memory, TensorBoard: the run-time
 choices of train.py (torchrun's are in distributed.py)."""
 import os
 import signal
@@ -7,6 +7,7 @@ import threading
 import time
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 
 def pick_device(name="auto"):
@@ -61,6 +62,39 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     if args.scheduler == "cosine-restarts":  # SGDR (Loshchilov & Hutter 2017): T0, T0*Tmult, ...
         return S.CosineAnnealingWarmRestarts(optimizer, args.t0 * steps_per_epoch, args.tmult)
     return S.StepLR(optimizer, args.step_epochs * steps_per_epoch, gamma=args.gamma)
+
+
+class EMA(AveragedModel):
+    """Exponential moving average of the weights and buffers, updated after every step:
+    ema = decay * ema + (1 - decay) * model, the first update a copy. The same numbers and
+    state dict as AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay),
+    use_buffers=True), but its update never waits for the GPU: torch's reads the device counter
+    `n_averaged` on the host twice a step; this one counts on the host too."""
+
+    def __init__(self, model, decay):
+        super().__init__(model, use_buffers=True)
+        self.decay, self.updates = decay, None  # updates: n_averaged, read once
+
+    def load_state_dict(self, *args, **kwargs):
+        self.updates = None
+        return super().load_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def update_parameters(self, model):
+        if self.updates is None:
+            self.updates = int(self.n_averaged)
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()],
+                         [t.detach() for t in (*model.parameters(), *model.buffers())]))
+        if self.updates == 0:
+            torch._foreach_copy_([e for e, _ in pairs], [m for _, m in pairs])
+        else:
+            floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+            torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1 - self.decay)
+            for e, m in pairs:  # integer buffers (BatchNorm's batch count), as torch does them
+                if not e.is_floating_point():
+                    e.copy_(e * self.decay + m * (1 - self.decay))
+        self.n_averaged += 1
+        self.updates += 1
 
 
 class StopOnCtrlC:

@@ -23,7 +23,6 @@ sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
 
 from common import (curves, data, distributed, losses, metrics, mixing, plots,  # noqa: E402
                     runtime)
@@ -365,8 +364,7 @@ def main(args):
     run_model = distributed.data_parallel(model, device, args.sync_bn)  # DDP under torchrun
     if world > 1:
         torch.manual_seed(args.seed * 1000 + rank)  # dropout masks differ between ranks
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
-           if args.ema else None)
+    ema = runtime.EMA(model, args.ema) if args.ema else None
     optimizer = runtime.build_optimizer(args, model.parameters())
     steps = len(train_loader)  # optimizer steps per epoch: the schedule counts these
     scheduler = runtime.build_scheduler(args, optimizer, steps)

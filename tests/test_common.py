@@ -185,3 +185,36 @@ def test_stop_on_ctrl_c_restores_the_previous_handler_and_ignores_a_double_signa
         signal.raise_signal(signal.SIGINT)  # torchrun's forwarded copy: within a second, ignored
         assert stop
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ema_matches_torchs_averaged_model_bit_for_bit_and_reloads():
+    """runtime.EMA against AveragedModel(get_ema_multi_avg_fn, use_buffers=True): the same
+    weights, BatchNorm statistics and integer batch count after every step, the same state dict
+    keys, and a reloaded EMA carries on identically (its host counter is re-read)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    model(torch.randn(2, 3, 6, 6))
+    ours = runtime.EMA(model, 0.9)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def train_and_compare(steps, ours):
+        for _ in range(steps):
+            model(torch.randn(4, 3, 6, 6)).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            ours.update_parameters(model)
+            theirs.update_parameters(model)
+            a, b = ours.state_dict(), theirs.state_dict()
+            assert a.keys() == b.keys()
+            differ = [k for k in a if not torch.equal(a[k], b[k])]
+            assert not differ, differ
+        return ours
+
+    train_and_compare(3, ours)
+    assert int(ours.n_averaged) == 3 and not torch.equal(ours.module[0].weight, model[0].weight)
+    reloaded = runtime.EMA(model, 0.9)
+    reloaded.load_state_dict(ours.state_dict())
+    train_and_compare(2, reloaded)

@@ -120,16 +120,16 @@ def test_ctrl_c_and_resume_on_cuda_are_bit_exact_when_deterministic(tmp_path):
 
 
 def test_the_loop_does_not_wait_for_the_gpu_every_step(tmp_path):
-    """One epoch of 20 steps against one of 60: a line that waits every step counts 40 more in
-    the longer run; the loop's check every 20 steps counts 2 more; what happens once an epoch
-    (evaluation, the checkpoint's copy to the host) counts the same in both."""
+    """One epoch of 20 steps against one of 60 (EMA on): a line that waits every step counts 40
+    more in the longer run; the loop's check every 20 steps counts 2 more; what happens once an
+    epoch (evaluation, the checkpoint's copy to the host) counts the same in both."""
     counts = {}
     for steps in (20, 60):
         out = tmp_path / str(steps)
         out.mkdir()
         run(REPO / "tests" / "probe.py", "resnet18", "syncs", out, "--", "--dataset", "synthetic",
             "--subset", 64 * steps, "--batch-size", "64", "--epochs", "1", "--progress-every",
-            "1000", "--device", "cuda", "--out-dir", out / "run")
+            "1000", "--ema", "0.99", "--device", "cuda", "--out-dir", out / "run")
         counts[steps] = json.loads((out / "syncs.json").read_text())  # {"file:line": count}
     more = {line: n - counts[20].get(line, 0) for line, n in counts[60].items()}
     assert counts[60] and max(more.values()) <= 4, more
