@@ -1,7 +1,8 @@
-"""Checkpoints that survive crashes, load without unpickling code, and rebuild their model.
+"""Checkpoints that survive crashes, load without unpickling code, and rebuild their model; and
+TrainState, the whole training state that train.py saves and --resume restores.
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it loads with
-`torch.load(..., weights_only=True)`. train.py writes it (rank 0 only, atomically); its keys:
+`torch.load(..., weights_only=True)`. TrainState writes it (rank 0 only, atomically); its keys:
 
     format                CHECKPOINT_FORMAT; --resume refuses another (the weights still load)
     arch, num_classes,    the run's fingerprint: --resume refuses a checkpoint whose fingerprint
@@ -18,7 +19,7 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it load
     best                  {"epoch", "top1", "split"}: what best.pt holds and why
     args                  every flag of the run: --resume restores the ones not given again,
                           evaluate.py / gradcam.py / app.py find the data and model from them
-    rng                   Python, numpy, torch (and CUDA) generator states
+    rng                   per rank: Python, numpy, torch (and its GPU's) generator states
 
 load_model also reads two other layouts: a bare state dict (the factory's default arguments) and
 the `{"model_state_dict": ...}` dicts the source projects save (seeds 000 and 003).
@@ -26,6 +27,8 @@ the `{"model_state_dict": ...}` dicts the source projects save (seeds 000 and 00
 import os
 import random
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,24 +161,135 @@ def check_compatible(ckpt, **expected):
                                   "use a checkpoint of the same setup (or drop the flag)")
 
 
-def rng_state():
-    """Python, numpy, torch (and CUDA) generator states, in weights_only-loadable form."""
+def rng_state(device=None):
+    """Python, numpy, torch and, on a CUDA device, that device's generator states, in
+    weights_only-loadable form (only this rank's GPU: a resume may see fewer GPUs)."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": [version, list(mt), gauss], "torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
                        "has_gauss": has_gauss, "cached": cached}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(state, device=None):
+    """The inverse of rng_state; tensors on any device are read back on the host."""
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # format 2 saved every visible GPU's: take this device's, if any
+        index = (torch.device(device).index or 0) if device is not None else 0
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(cuda.cpu(), device)
+
+
+def to_host(obj):
+    """A copy of a checkpoint's tree with every tensor copied to the CPU: a snapshot that training
+    may go on changing in place while a thread writes it."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_host(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_host(v) for v in obj]
+    return obj
+
+
+class TrainState:
+    """The whole training state in one object: what last.pt holds and --resume restores.
+
+    parts: {"model": bare network, "ema", "optimizer", "scheduler", "scaler", "tracker"}, each
+    with state_dict()/load_state_dict() (ema may be None). Next to them: the epoch and step
+    reached, the best epoch so far and, for a run stopped inside an epoch, each rank's running
+    sums. state_dict() is a collective under torchrun (every rank calls it: `gather` collects each
+    rank's RNG state and sums); save() writes from a background thread, on rank 0 only.
+    """
+
+    def __init__(self, fingerprint, args, parts, device, rank=0, world=1, gather=None):
+        self.fingerprint, self.args, self.parts, self.device = fingerprint, args, parts, device
+        self.rank, self.world, self.gather = rank, world, gather or (lambda obj: [obj])
+        self.epoch, self.step, self.sums = 0, 0, None  # sums: this rank's, of epoch `epoch` + 1
+        self.best = {"epoch": 0, "top1": -1.0, "split": "test"}
+        self._writer, self._error = None, None
+
+    def state_dict(self, sums=None):
+        per_rank = self.gather((rng_state(self.device), sums))
+        state = {"format": CHECKPOINT_FORMAT, **self.fingerprint, "epoch": self.epoch,
+                 "step": self.step, "best": dict(self.best), "args": dict(vars(self.args)),
+                 "running_sums": None if sums is None else [s for _, s in per_rank],
+                 "rng": [r for r, _ in per_rank]}
+        for name, part in self.parts.items():
+            state[name] = None if part is None else part.state_dict()
+        return state
+
+    def load_state_dict(self, ck):
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError("the checkpoint was written by an older train.py; its weights "
+                                  "still load in evaluate.py or as --init CKPT, but it cannot be "
+                                  "resumed")
+        check_compatible(ck, **self.fingerprint)
+        saved = ck["args"]
+        if (self.args.epochs, self.args.batch_size) != (saved["epochs"], saved["batch_size"]):
+            raise ValueError(f"the lr schedule was laid out for --epochs {saved['epochs']} "
+                             f"--batch-size {saved['batch_size']}; resume with those values")
+        for name, part in self.parts.items():
+            # an empty scaler state: written by a bf16 or CPU run, where no GradScaler is used;
+            # a fresh scale is right for a resume in fp16
+            if part is not None and ck.get(name) is not None and ck[name] != {}:
+                part.load_state_dict(ck[name])  # each moves the tensors it needs to its device
+        same_world = len(ck["rng"]) == self.world  # one entry per rank that wrote it
+        set_rng_state(ck["rng"][self.rank if same_world else 0], self.device)
+        sums = ck["running_sums"]
+        if sums is not None:  # the unfinished epoch's sums: each rank its own, or all on rank 0
+            sums = sums[self.rank] if same_world else (
+                np.sum(sums, 0).tolist() if self.rank == 0 else None)
+        self.epoch, self.step, self.best, self.sums = ck["epoch"], ck["step"], ck["best"], sums
+
+    def resume(self, path):
+        """load_state_dict of the checkpoint at path, read on the CPU: RNG states must stay on
+        the host, and AdamW's step counters too (on the GPU each step would read them back)."""
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        print(f"resumed from {path} at epoch {self.epoch} batch {self.step}")
+
+    def save(self, out_dir, names, sums=None):
+        """Write out_dir/names[0] (names[1:] become links to it) -> seconds the caller spent.
+        Every rank calls it. The state is copied to the host at once and written from a thread,
+        so training goes on during the write; wait() joins it and raises what it raised."""
+        start = time.perf_counter()
+        state = self.state_dict(sums)
+        if self.rank == 0:
+            self.wait()
+            paths = [Path(out_dir) / n for n in names]
+            self._writer = threading.Thread(target=self._write, args=(to_host(state), paths))
+            self._writer.start()
+        return time.perf_counter() - start
+
+    def _write(self, state, paths):
+        try:
+            save_checkpoint(state, paths[0])
+            for path in paths[1:]:  # best.pt, epoch_N.pt: links to the same file
+                copy_checkpoint(paths[0], path)
+        except BaseException as e:  # raised in the training thread by wait()
+            self._error = e
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.wait()
+
+    def wait(self):
+        """Block until the last save() is on disk; raise its error (a full disk) if it failed."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error

@@ -4,6 +4,7 @@ Under plain `python` every function is a no-op (or returns its input), so the si
 program is unchanged. Under torchrun each rank holds a replica in DistributedDataParallel, draws
 the whole global batch and keeps its slice; rank 0 alone writes.
 """
+import contextlib
 import os
 
 import torch
@@ -84,3 +85,17 @@ def data_parallel(model, device, sync_bn=False):
     elif sync_bn and dist.get_rank() == 0:
         print("--sync-bn: SyncBatchNorm needs CUDA; BatchNorm statistics stay per rank")
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+@contextlib.contextmanager
+def local_rank_zero_first():
+    """`with local_rank_zero_first(): load or download the data`: on each machine local rank 0
+    runs the block first (a download, its checksum) and the other ranks only after it, so they
+    never write the same files at once. A no-op in a single process. Should rank 0 fail, it
+    exits and torchrun ends the ranks that wait."""
+    leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if _world() > 1 and not leader:
+        dist.barrier()
+    yield
+    if _world() > 1 and leader:
+        dist.barrier()

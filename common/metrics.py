@@ -77,6 +77,11 @@ class MetricsTracker:
         self.rows.append({k: float(v) for k, v in row.items()})
         self.save()
 
+    def amend(self, **fields):
+        """Add fields to the last row (a figure known only after the checkpoint was taken)."""
+        self.rows[-1].update({k: float(v) for k, v in fields.items()})
+        self.save()
+
     def columns(self):
         return {k: np.array([r.get(k, np.nan) for r in self.rows])
                 for k in dict.fromkeys(k for r in self.rows for k in r)}

@@ -101,7 +101,10 @@ class StopOnCtrlC:
     """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C (SIGINT) asks the loop to
     stop at its next check; another one, a second or more later, raises KeyboardInterrupt at once
     (torchrun forwards the terminal's Ctrl-C, so each rank sees it twice within milliseconds).
-    The previous handler comes back on exit. Outside the main thread it installs nothing."""
+    SIGTERM (what torchrun sends the other ranks when one fails, and what `kill` sends) raises
+    SystemExit, so the `with` blocks around the loop unwind: a checkpoint being written from a
+    thread is finished before the process ends. The previous handlers come back on exit.
+    Outside the main thread it installs nothing."""
 
     def __init__(self, message="Ctrl-C: stopping after this step (Ctrl-C again to abort)"):
         self.message, self.first, self.previous = message, None, None
@@ -117,14 +120,21 @@ class StopOnCtrlC:
     def __bool__(self):
         return self.first is not None
 
+    @staticmethod
+    def _terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the unwinding
+        raise SystemExit(128 + signum)
+
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = (signal.signal(signal.SIGINT, self._handle),
+                             signal.signal(signal.SIGTERM, self._terminate))
         return self
 
     def __exit__(self, *exc):
         if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGINT, self.previous[0])
+            signal.signal(signal.SIGTERM, self.previous[1])
 
 
 def reset_peak_memory(device):

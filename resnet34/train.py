@@ -10,7 +10,7 @@ T4 (its figure, not re-measured here). Seed 001's recipe is one command, in READ
     python resnet34/train.py                                          # seed 003's recipe
     python resnet34/train.py --dataset synthetic --subset 500 --epochs 2 --batch-size 50   # CPU
 """
-import argparse
+import contextlib
 import math
 import os
 import sys
@@ -27,10 +27,10 @@ import torch.nn.functional as F  # noqa: E402
 from common import (curves, data, distributed, losses, metrics, mixing, plots,  # noqa: E402
                     runtime)
 from common.augment import Augment, Loader, Normalize  # noqa: E402
-from common.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, check_compatible,  # noqa
-                               copy_checkpoint, load_checkpoint, load_weights, model_weights,
-                               rng_state, save_checkpoint, set_rng_state)
-from common.flags import Parser, ranged  # noqa: E402
+from common import flags  # noqa: E402
+from common.checkpoint import (CheckpointError, TrainState, check_compatible,  # noqa: E402
+                               load_checkpoint, load_weights, model_weights)
+from common.flags import ranged  # noqa: E402
 from model import resnet34  # noqa: E402
 
 # ---- the recipe: the only part that differs between the three train.py files --------------
@@ -72,116 +72,14 @@ plot_curves = curves.overview_curves  # seed 003: 2x2 train/test loss/accuracy +
 
 
 def build_parser(add_help=True):
-    """The flags, grouped; their defaults are the recipe's (see `select_recipe` in parse_args)."""
-    p = Parser(__doc__.split("\n\n")[0], RECIPES, add_help=add_help)
-    unit, share, count = ranged(float, 0, 1), ranged(float, 0, 1), ranged(int, 0)
-    p.add_argument("--recipe", default=next(iter(RECIPES)), choices=list(RECIPES),
-                   help="a named set of defaults, listed at the end")
-    g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
-    g.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100",
-                   help="synthetic: the offline stand-in, same shapes and class names")
-    g.add_argument("--subset", type=count, default=0, help="train on N images (0 = all)")
-    g.add_argument("--val-split", type=count, default=0,
-                   help="hold out N training images to pick best.pt on (0 = pick on test)")
-    g.add_argument("--num-workers", type=count, default=0,
-                   help="accepted for seed 004's command line; unused: batches are drawn and "
-                   "augmented on the device, with no loader processes")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=ranged(int, 1), help="passes over the training set")
-    g.add_argument("--batch-size", type=ranged(int, 1),
-                   help="images per optimizer step, over all GPUs under torchrun")
-    g.add_argument("--accum-steps", type=ranged(int, 1), default=1,
-                   help="split each batch into K micro-batches (gradient accumulation): the "
-                   "memory of batch/K, the update of the whole batch")
-    g.add_argument("--optimizer", choices=["sgd", "adamw"])
-    g.add_argument("--lr", type=ranged(float, 0, 100, lo_open=True), help="peak learning rate")
-    g.add_argument("--momentum", type=share, default=0.9, help="SGD only")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False,
-                   help="SGD only")
-    g.add_argument("--weight-decay", type=unit, help="L2 factor (SGD) or decoupled (AdamW)")
-    g.add_argument("--scheduler", choices=["onecycle", "cosine", "cosine-restarts", "step"],
-                   help="stepped once per optimizer step")
-    g.add_argument("--pct-start", type=ranged(float, 0, 1, True, True), default=0.3,
-                   help="onecycle: warm-up share")
-    g.add_argument("--div-factor", type=ranged(float, 1), default=25.0,
-                   help="onecycle: start lr = lr / this")
-    g.add_argument("--final-div-factor", type=ranged(float, 1), default=1e4,
-                   help="onecycle: end lr = start lr / this")
-    g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: first cycle, "
-                   "epochs")
-    g.add_argument("--tmult", type=ranged(int, 1), default=2, help="cosine-restarts: growth")
-    g.add_argument("--step-epochs", type=ranged(int, 1), default=30,
-                   help="step: epochs between lr drops")
-    g.add_argument("--gamma", type=unit, default=0.1, help="step: lr factor per drop")
-    g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0,
-                   help="max gradient norm (0 = off)")
-    g.add_argument("--target-acc", type=ranged(float, 0, 100), default=0.0,
-                   help="stop once eval top-1 %% reaches it (0 = never)")
-    g = p.add_argument_group("regularization")
-    g.add_argument("--label-smoothing", type=ranged(float, 0, 1, hi_open=True),
-                   help="share of the target spread over all classes")
-    g.add_argument("--mixup-alpha", type=ranged(float, 0), default=0.0, help="0 = no Mixup")
-    g.add_argument("--cutmix-alpha", type=ranged(float, 0), default=0.0, help="0 = no CutMix")
-    g.add_argument("--mix-prob", type=share, default=1.0, help="share of batches mixed")
-    g.add_argument("--switch-prob", type=share, default=0.5,
-                   help="CutMix share when both alphas > 0")
-    g.add_argument("--ema", type=ranged(float, 0, 1, hi_open=True), default=0.0,
-                   help="EMA decay per step, e.g. 0.999 (0 = off)")
-    add_model_args(p.add_argument_group("model"))
-    g = p.add_argument_group("augmentation (per image, batched on the device)")
-    g.add_argument("--pad", type=ranged(int, 0, 16), default=4,
-                   help="random crop of the zero-padded image, px")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="horizontal, p 0.5")
-    g.add_argument("--rotate", type=ranged(float, 0, 180), default=0.0,
-                   help="max rotation, degrees")
-    g.add_argument("--translate", type=ranged(float, 0, 0.5), default=0.0,
-                   help="max shift, fraction of the side")
-    g.add_argument("--scale", type=ranged(float, 0.1, 10), nargs=2, default=[1.0, 1.0],
-                   metavar=("LO", "HI"), help="zoom range")
-    g.add_argument("--affine-p", type=share, default=1.0, help="chance of rotate/translate/scale")
-    g.add_argument("--jitter", type=ranged(float, 0, 1), nargs=4, default=[0.0, 0.0, 0.0, 0.0],
-                   metavar=("B", "C", "S", "H"),
-                   help="colour jitter: brightness contrast saturation hue")
-    g.add_argument("--erase-p", type=share, default=0.0, help="random erasing probability")
-    g.add_argument("--holes-p", type=share, default=0.0, help="coarse dropout probability")
-    g.add_argument("--holes", type=ranged(int, 1, 64), default=8,
-                   help="coarse dropout: squares per image")
-    g.add_argument("--hole-size", type=ranged(int, 1, 32), nargs=2, default=[8, 8],
-                   metavar=("LO", "HI"), help="coarse dropout: each side drawn from LO..HI px")
-    g.add_argument("--noise-p", type=share, default=0.0, help="Gaussian noise (never with holes)")
-    g.add_argument("--noise-std", type=ranged(float, 0, 1), nargs=2, default=[0.0125, 0.0278],
-                   metavar=("LO", "HI"), help="Gaussian noise: std range, on [0, 1] pixels")
-    g = p.add_argument_group("run")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="auto: CUDA, else MPS, else CPU")
-    g.add_argument("--amp", choices=["auto", "off", "fp16", "bf16"], default="auto",
-                   help="auto: bf16 on CUDA GPUs with native bf16 (compute capability 8.0+), "
-                   "fp16 with loss scaling on older ones; off on CPU/MPS")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout; None = on for CUDA")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--deterministic", action="store_true",
-                   help="CUDA: deterministic kernels and no cuDNN autotuning, so reruns and "
-                   "resumes are bit-exact (slower)")
-    g.add_argument("--seed", type=int, default=0, help="data order, augmentation and init")
-    g.add_argument("--out-dir", default=str(HERE.parent / "runs" / HERE.name),
-                   help="the run directory")
-    g.add_argument("--save-every", type=count, default=0,
-                   help="also keep epoch_N.pt every N epochs (0 = never)")
-    g.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
-                   help="continue from PATH, or from OUT_DIR/last.pt; flags not given are restored")
-    g.add_argument("--init", metavar="CKPT", help="start from these weights with a fresh "
-                   "optimizer and schedule (fine-tuning, or going past a finished run)")
-    g.add_argument("--sync-bn", action="store_true",
-                   help="under torchrun on CUDA: BatchNorm statistics over the global batch")
-    g.add_argument("--tensorboard", action="store_true",
-                   help="also log each epoch's figures to OUT_DIR/tensorboard "
-                   "(pip install -r requirements-tensorboard.txt)")
-    g.add_argument("--progress-every", type=ranged(float, 0), default=10.0,
-                   help="seconds between progress lines")
-    return p
+    """The flags every folder shares (common/flags.py), this folder's model flags, and the
+    first recipe's values as defaults."""
+    return flags.training_parser(__doc__, RECIPES, add_model_args, HERE, add_help)
+
+
+def parse_args(argv=None):
+    """Flags on the command line > the checkpoint's flags (--resume) > the recipe's defaults."""
+    return flags.parse_training_args(build_parser, argv, lambda p: load_checkpoint(p)["args"])
 
 
 def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_grad=0.0,
@@ -192,15 +90,17 @@ def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_g
     fp16 the loss is scaled up so small gradients do not flush to zero, and scaled back before
     clipping; a step whose gradients overflowed is skipped and the scale lowered. Micro-batch
     gradients add up in .grad (each loss divided by `accum`: the mean over the whole batch);
-    under DDP every backward all-reduces, which gives the same sum.
+    under DDP only the last backward all-reduces (no_sync on the others), which gives the same sum.
     """
     optimizer.zero_grad(set_to_none=True)
     batch_losses, batch_logits = [], []
-    for xk, tk in zip(x.chunk(accum), target.chunk(accum)):
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(xk)
-            loss = losses.soft_target_cross_entropy(logits, tk, smoothing)
-        scaler.scale(loss / accum).backward()
+    for k, (xk, tk) in enumerate(zip(x.chunk(accum), target.chunk(accum))):
+        last = k == accum - 1 or not hasattr(model, "no_sync")  # no_sync: DDP's
+        with contextlib.nullcontext() if last else model.no_sync():
+            with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(xk)
+                loss = losses.soft_target_cross_entropy(logits, tk, smoothing)
+            scaler.scale(loss / accum).backward()
         batch_losses.append(loss.detach())
         batch_logits.append(logits.detach())
     if clip_grad:
@@ -209,45 +109,6 @@ def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_g
     scaler.step(optimizer)
     scaler.update()
     return torch.stack(batch_losses).mean(), torch.cat(batch_logits)
-
-
-def parse_args(argv=None):
-    """Flags on the command line > the checkpoint's flags (--resume) > the recipe's defaults."""
-    pre = build_parser(add_help=False)
-    pre.set_defaults(recipe=None, out_dir=None)  # None: not on the command line
-    given, _ = pre.parse_known_args(argv)
-    parser = build_parser()
-    if given.resume:
-        run_dir = Path(given.out_dir or parser.get_default("out_dir"))
-        path = run_dir / "last.pt" if given.resume == "last" else Path(given.resume)
-        saved = load_checkpoint(path)["args"]
-        if given.recipe and given.recipe != saved.get("recipe"):
-            parser.error(f"argument --recipe: the checkpoint was trained with recipe "
-                         f"{saved.get('recipe')!r}; drop --recipe when resuming")
-        parser.select_recipe(saved.get("recipe", next(iter(RECIPES))))
-        parser.set_defaults(**{**saved, "resume": None, "init": None,  # --init was its start
-                               "out_dir": str(given.out_dir or path.parent)})
-    else:
-        parser.select_recipe(given.recipe or next(iter(RECIPES)))
-    args = parser.parse_args(argv)
-    if given.resume:
-        args.resume = str(path)
-    return args
-
-
-def check_args(args, world):
-    """What a single flag's type cannot check."""
-    if args.batch_size % (world * args.accum_steps):
-        raise ValueError(f"--batch-size {args.batch_size} does not split into {world} rank(s) x "
-                         f"{args.accum_steps} micro-batch(es) (--accum-steps): make it a "
-                         f"multiple of {world * args.accum_steps}")
-    if args.resume and args.init:
-        raise ValueError("--resume continues a run, --init starts a new one from weights: "
-                         "give one of them")
-    if args.holes_p + args.noise_p > 1:
-        raise ValueError("--holes-p plus --noise-p must be at most 1 (they share one draw)")
-    if args.scale[0] > args.scale[1]:
-        raise ValueError(f"--scale {args.scale[0]} {args.scale[1]}: LO must not exceed HI")
 
 
 @torch.no_grad()
@@ -268,25 +129,15 @@ def evaluate(model, loader, dtype):
 
 
 def evaluate_all(model, run_model, ema, eval_loaders, dtype):
-    """{"val"/"test"/"ema_val"/"ema_test": evaluate(...)} at the end of an epoch."""
-    distributed.broadcast_buffers(model)  # under torchrun: rank 0's BatchNorm statistics, as saved
+    """{"val"/"test"/"ema_val"/"ema_test": evaluate(...)} at the end of an epoch. Under torchrun
+    rank 0's BatchNorm statistics go to every rank first: evaluation uses the weights it saves."""
+    distributed.broadcast_buffers(model)
     results = {name: evaluate(run_model, loader, dtype) for name, loader in eval_loaders.items()}
     if ema is not None:
-        distributed.broadcast_buffers(ema)
+        distributed.broadcast_buffers(ema.module)  # not AveragedModel's counter: on the CPU
         for name, loader in eval_loaders.items():
             results[f"ema_{name}"] = evaluate(ema.module, loader, dtype)
     return results
-
-
-def summarize(tracker, best):
-    """The closing line: the best epoch (and on which split) and the final epoch's test figures."""
-    final = tracker.rows[-1] if tracker.rows else {}
-    summary = {"best_epoch": best["epoch"], f"best_{best['split']}_top1": best["top1"],
-               "final_epoch": int(final.get("epoch", 0)), "final_test_top1": final.get("test_top1"),
-               "final_test_top5": final.get("test_top5")}
-    print("done: " + "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in summary.items()))
-    return summary
 
 
 def make_loaders(args, device, rank=0, world=1):
@@ -296,7 +147,8 @@ def make_loaders(args, device, rank=0, world=1):
     Every rank draws the whole global batch (the single-process stream) and later keeps its
     slice; evaluation splits are cut into disjoint contiguous shards, one per rank.
     """
-    splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.val_split)
+    with distributed.local_rank_zero_first():  # one download per machine, the others wait
+        splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.val_split)
     normalize = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
     augment = Augment(
         normalize, pad=args.pad, flip=args.flip, rotate=args.rotate, translate=args.translate,
@@ -319,36 +171,20 @@ def initial_weights(path, fingerprint):
     return model_weights(ck, path)
 
 
-def restore(args, fingerprint, device, model, ema, optimizer, scheduler, scaler, tracker,
-            rank=0, world=1):
-    """Load --resume's checkpoint into the run's objects -> (best, epoch, step, running sums)."""
-    ck = load_checkpoint(args.resume, map_location=device)
-    if ck.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{args.resume} was written by an older train.py; its weights still "
-                              "load in evaluate.py or as --init CKPT, but it cannot be resumed")
-    check_compatible(ck, **fingerprint)
-    if (args.epochs, args.batch_size) != (ck["args"]["epochs"], ck["args"]["batch_size"]):
-        raise ValueError(f"the lr schedule was laid out for --epochs {ck['args']['epochs']} "
-                         f"--batch-size {ck['args']['batch_size']}; resume with those values")
-    model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
-    scheduler.load_state_dict(ck["scheduler"])
-    scaler.load_state_dict(ck["scaler"])
-    if ema is not None and ck.get("ema") is not None:
-        ema.load_state_dict(ck["ema"])
-    tracker.load_state_dict(ck["tracker"])
-    same_world = len(ck["rng"]) == world  # one entry per rank that wrote it
-    set_rng_state(ck["rng"][rank if same_world else 0])
-    sums = ck["running_sums"]
-    if sums is not None:  # the unfinished epoch's sums: each rank its own, or all on rank 0
-        sums = sums[rank] if same_world else (np.sum(sums, 0).tolist() if rank == 0 else None)
-    print(f"resumed from {args.resume} at epoch {ck['epoch']} batch {ck['step']}")
-    return ck["best"], ck["epoch"], ck["step"], sums
+def summarize(tracker, best):
+    """The closing line: the best epoch (and on which split) and the final epoch's test figures."""
+    final = tracker.rows[-1] if tracker.rows else {}
+    summary = {"best_epoch": best["epoch"], f"best_{best['split']}_top1": best["top1"],
+               "final_epoch": int(final.get("epoch", 0)), "final_test_top1": final.get("test_top1"),
+               "final_test_top5": final.get("test_top5")}
+    print("done: " + "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                               for k, v in summary.items()))
+    return summary
 
 
 def main(args):
     rank, world, device = distributed.init(runtime.pick_device(args.device))  # 0, 1: python
-    check_args(args, world)
+    flags.check_training_args(args, world)
     if rank > 0:
         sys.stdout = open(os.devnull, "w")  # one writer: rank 0 alone prints, plots and saves
     dtype = runtime.amp_dtype(args.amp, device)
@@ -378,30 +214,16 @@ def main(args):
     scheduler = runtime.build_scheduler(args, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     tracker = metrics.MetricsTracker(out if rank == 0 else None)
-    start_epoch, start_step, running_sums = 0, 0, None
-    best = {"epoch": 0, "top1": -1.0, "split": "val" if splits["val"] is not None else "test"}
+    state = TrainState(fingerprint, args, {  # everything last.pt holds; common/checkpoint.py
+        "model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler,
+        "scaler": scaler, "tracker": tracker}, device, rank, world, distributed.gather_objects)
+    state.best["split"] = "val" if splits["val"] is not None else "test"
     if args.resume:
-        best, start_epoch, start_step, running_sums = restore(
-            args, fingerprint, device, model, ema, optimizer, scheduler, scaler, tracker, rank,
-            world)
+        state.resume(args.resume)
     run_model = torch.compile(run_model) if args.compile else run_model
     board = runtime.tensorboard(out / "tensorboard") if args.tensorboard and rank == 0 else None
     if rank == 0:
         metrics.write_json(vars(args), out / "args.json")
-
-    def save(paths, epoch, step=0, sums=None):  # every rank joins the gather; rank 0 writes
-        mine = (rng_state(), None if sums is None else sums.tolist())
-        per_rank = distributed.gather_objects(mine)
-        state = {"format": CHECKPOINT_FORMAT, **fingerprint, "epoch": epoch, "step": step,
-                 "running_sums": None if sums is None else [s for _, s in per_rank],
-                 "model": model.state_dict(), "ema": ema.state_dict() if ema else None,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "tracker": tracker.state_dict(), "best": best,
-                 "args": vars(args), "rng": [r for r, _ in per_rank]}  # common/checkpoint.py
-        if rank == 0:
-            save_checkpoint(state, out / paths[0])
-            for path in paths[1:]:  # best.pt, epoch_N.pt: links to the same file
-                copy_checkpoint(out / paths[0], out / path)
 
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{ARCH}: {n_params:,} parameters | {args.dataset}: {len(splits['train'][0]):,} train, "
@@ -411,18 +233,18 @@ def main(args):
     if splits["val"] is None:
         print("no --val-split: best.pt is the epoch with the best TEST top-1 (an optimistic "
               "pick); the final epoch is reported as well")
-    epoch_times, plotted = [], 0.0
+    epoch_times, plotted, best = [], 0.0, state.best
     with runtime.StopOnCtrlC("Ctrl-C: saving last.pt after this step (Ctrl-C again to abort)") \
-            as stop:
-        for epoch in range(start_epoch, args.epochs):
+            as stop, state:  # leaving `state` waits for the last checkpoint write
+        for epoch in range(state.epoch, args.epochs):
             t0 = time.time()
             runtime.reset_peak_memory(device)
             model.train()
             train_loader.set_epoch(epoch)
-            first = start_step if epoch == start_epoch else 0
+            first = state.step if epoch == state.epoch else 0
             sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*B, correct, images
-            if running_sums is not None and epoch == start_epoch:
-                sums += torch.tensor(running_sums, dtype=torch.float64, device=device)
+            if state.sums is not None and epoch == state.epoch:
+                sums += torch.tensor(state.sums, dtype=torch.float64, device=device)
             progress = metrics.Progress(steps, args.progress_every)
             for i, (x, y) in enumerate(train_loader.iterate(first), start=first):
                 rng = np.random.default_rng([args.seed, epoch, i])
@@ -446,7 +268,9 @@ def main(args):
                     if blew_up:
                         break  # reported below
                     if halt:
-                        save(["last.pt"], epoch, i + 1, sums)
+                        state.epoch, state.step = epoch, i + 1
+                        state.save(out, ["last.pt"], sums.tolist())
+                        state.wait()
                         print(f"interrupted: saved {out / 'last.pt'} at epoch {epoch + 1} batch "
                               f"{i + 1}/{steps}; continue with --resume")
                         return None
@@ -469,10 +293,13 @@ def main(args):
             tracker.append(**row)
             score = results[best["split"]]["top1"]
             if score > best["top1"]:
-                best = {"epoch": epoch + 1, "top1": score, "split": best["split"]}
+                best.update(epoch=epoch + 1, top1=score)
+            state.epoch, state.step, state.sums = epoch + 1, 0, None
             keep = args.save_every and (epoch + 1) % args.save_every == 0
-            save(["last.pt"] + ["best.pt"] * (best["epoch"] == epoch + 1)
-                 + [f"epoch_{epoch + 1}.pt"] * bool(keep), epoch + 1)
+            names = ["last.pt"] + ["best.pt"] * (best["epoch"] == epoch + 1) + \
+                [f"epoch_{epoch + 1}.pt"] * bool(keep)
+            row["save_time"] = state.save(out, names)  # a copy to the host; a thread writes it
+            tracker.amend(save_time=row["save_time"])
             finished = epoch + 1 == args.epochs or (args.target_acc and score >= args.target_acc)
             if rank == 0 and (finished or stop or time.time() - plotted > 30):  # ~1 s a plot
                 figure = plot_curves(tracker.columns(), best["epoch"])
