@@ -85,6 +85,7 @@ def train_figures(rows):
     return {"epochs": int(last["epoch"]), "epoch_train_images": int(last["train_images"]),
             "train_img_s": last["train_images"] / last["train_time"],
             "train_time_s": last["train_time"], "epoch_s": last["time"],
+            "save_s": last.get("save_time", float("nan")),  # the loop's share of last.pt
             "peak_memory_mb": float(max(rows["peak_mem_mb"])),
             "final_test_top1": last["test_top1"], "final_test_top5": last["test_top5"]}
 
@@ -181,7 +182,8 @@ def main(args):
     print(f"{args.model} ({arch}): {params:,} parameters, {flops / 1e9:.3f} GFLOPs per image")
     print(f"training, epoch {result['epochs']}: {result['train_img_s']:.1f} img/s "
           f"({result['epoch_train_images']:,} images in {result['train_time_s']:.1f} s; "
-          f"{result['epoch_s']:.1f} s with evaluation), {tflops:.3f} TFLOP/s"
+          f"{result['epoch_s']:.1f} s with evaluation, checkpoint {result['save_s']:.2f} s), "
+          f"{tflops:.3f} TFLOP/s"
           + (f" = {100 * tflops / peak:.1f} % of the {gpu}'s {peak} bf16 peak" if peak else "")
           + f"; peak memory {result['peak_memory_mb']:,.0f} MB")
     print(f"inference: {infer_ips:.1f} img/s ({len(y)} test images, batch {args.infer_batch})")

@@ -274,3 +274,18 @@ def test_under_torchrun_local_rank_zero_downloads_and_the_others_wait(tmp_path):
     assert [e for _, e in events[1]] == ["check", "loaded 4000"]  # no second download
     end = float(events[0][2][0])
     assert float(events[1][0][0]) > end  # rank 1 looked only once rank 0's files were whole
+
+
+@pytest.mark.parametrize("folder", ["resnet18", "resnet34", "se_res_inception"])
+def test_help_shows_each_value_of_the_default_recipe_as_the_flags_default(folder, capsys):
+    """Issue 18: --help showed no default for the flags only the recipe sets (resnet18
+    --weight-decay, resnet34 --optimizer/--scheduler, se_res_inception --scheduler)."""
+    import re
+    train = load_module(REPO / folder / "train.py", f"{folder}_train_help")
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = capsys.readouterr().out.split("\nrecipes (")[0]
+    for key, value in next(iter(train.RECIPES.values())).items():
+        flag = "--" + key.replace("_", "-")
+        entry = re.search(rf"\n  {re.escape(flag)}[ ,\n].*?(?=\n  -|\Z)", text, re.S)
+        assert entry and f"default: {value}" in " ".join(entry.group(0).split()), flag
