@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--progress-every", "1000"]
 
@@ -47,3 +49,64 @@ def interrupt_in_epoch_2(cmd, cwd=REPO, timeout=120):
             break
     rest = p.stdout.read()
     return p.wait(timeout=timeout), rest
+
+
+@pytest.fixture(scope="session")
+def resnet18_run(tmp_path_factory):
+    """One tiny resnet18 run for the whole session: 2 epochs on 200 synthetic images (40 held
+    out to pick best.pt on), with EMA. Tests that read it never write into it."""
+    out = tmp_path_factory.mktemp("shared") / "r18"
+    run("resnet18/train.py", *TINY, "--subset", "200", "--val-split", "40", "--batch-size", "40",
+        "--epochs", "2", "--ema", "0.9", "--out-dir", out)
+    return out
+
+
+# run_many: several command lines in ONE fresh interpreter, each as `python script args` would run
+# it (its folder first on sys.path, run as __main__, from `cwd`), so torch is imported once, not
+# once a command. What each leaves is what a shell would see: the exit code the interpreter
+# gives its SystemExit (None -> 0, an int, or a message printed to stderr -> 1), a traceback
+# (exit 1) for anything else, and the stdout/stderr text.
+_MANY = r"""
+import contextlib, io, json, os, runpy, sys, traceback
+results = []
+for script, args, cwd in json.loads(sys.argv[1]):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    folder = os.path.dirname(os.path.abspath(script))
+    saved_path, saved_cwd = list(sys.path), os.getcwd()
+    sys.path.insert(0, folder)
+    sys.modules.pop("model", None)  # each folder has its own model.py
+    sys.argv = [script] + args
+    os.chdir(cwd)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    os.chdir(saved_cwd)
+    sys.path[:] = saved_path
+    results.append({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+print("\n@@RESULTS@@" + json.dumps(results))
+"""
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_many(*commands, cwd=REPO, timeout=600):
+    """[(script, arg, ...), ...] -> [Result with returncode, stdout, stderr], one per command."""
+    import json
+    cases = [(str(Path(REPO, c[0])), [str(a) for a in c[1:]], str(cwd)) for c in commands]
+    p = subprocess.run([sys.executable, "-c", _MANY, json.dumps(cases)], cwd=cwd, text=True,
+                       capture_output=True, timeout=timeout)
+    if "@@RESULTS@@" not in p.stdout:
+        raise AssertionError(f"run_many died ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return [Result(**r) for r in json.loads(p.stdout.rsplit("@@RESULTS@@", 1)[1])]

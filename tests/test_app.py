@@ -28,7 +28,7 @@ from common.augment import Normalize
 from common.checkpoint import load_model
 from common.data import CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 from common.inference import predict, read_image
-from conftest import REPO, TINY, load_module, run
+from conftest import REPO, load_module
 
 pytest.importorskip("gradio", reason="the web demo needs: pip install -r requirements-demo.txt")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -40,13 +40,10 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(request):
     if os.environ.get("APP_CHECKPOINT"):
         return os.environ["APP_CHECKPOINT"]
-    out = tmp_path_factory.mktemp("app_run")
-    run("resnet18/train.py", *TINY, "--subset", "100", "--batch-size", "50", "--epochs", "1",
-        "--out-dir", out)
-    return out / "best.pt"
+    return request.getfixturevalue("resnet18_run") / "best.pt"  # the session's tiny run
 
 
 @pytest.fixture(scope="module")

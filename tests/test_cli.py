@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, interrupt_in_epoch_2, load_module, run
+from conftest import REPO, TINY, interrupt_in_epoch_2, load_module, run, run_many
 
 FOLDERS = ["resnet18", "resnet34", "se_res_inception"]
 TRAIN = {f: load_module(REPO / f / "train.py", f"{f}_train_cli") for f in FOLDERS}
@@ -99,20 +99,26 @@ def test_the_seeds_command_lines_parse(folder, script, argv):
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory):
-    """One 1-epoch run per folder on 100 synthetic images (resnet34: the standard variant)."""
-    root = tmp_path_factory.mktemp("runs")
-    for folder in FOLDERS:
-        extra = ["--variant", "standard"] if folder == "resnet34" else []
-        run(REPO / folder / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
-            "--epochs", "1", "--out-dir", root / folder, *extra)
-    return root
+def tiny_runs(tmp_path_factory, resnet18_run):
+    """tiny_runs(folder) -> a run dir: resnet18's is the session's run; the others train once,
+    when first asked for, 1 epoch on 100 synthetic images (resnet34: the standard variant)."""
+    root, done = tmp_path_factory.mktemp("runs"), {"resnet18": resnet18_run}
+
+    def get(folder):
+        if folder not in done:
+            extra = ["--variant", "standard"] if folder == "resnet34" else []
+            run(REPO / folder / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
+                "--epochs", "1", "--out-dir", root / folder, *extra)
+            done[folder] = root / folder
+        return done[folder]
+    return get
 
 
-@pytest.mark.parametrize("folder", ["resnet34", "se_res_inception"])
+@pytest.mark.parametrize("folder", ["resnet34",
+                                    pytest.param("se_res_inception", marks=pytest.mark.slow)])
 def test_a_seeds_model_state_dict_checkpoint_loads(folder, tiny_runs, tmp_path):
     """Seeds 000 and 003 save {"model_state_dict": ..., "optimizer_state_dict": ..., ...}."""
-    ck = torch.load(tiny_runs / folder / "last.pt", weights_only=True)
+    ck = torch.load(tiny_runs(folder) / "last.pt", weights_only=True)
     seed_file = tmp_path / "best_model.pt"
     torch.save({"epoch": 5, "model_state_dict": ck["model"], "optimizer_state_dict": {},
                 "test_accuracy": 1.0, "train_losses": [4.6, 4.5]}, seed_file)
@@ -121,13 +127,13 @@ def test_a_seeds_model_state_dict_checkpoint_loads(folder, tiny_runs, tmp_path):
     run(REPO / folder / "evaluate.py", *flags, "--out-dir", tmp_path / "eval")
     run(REPO / folder / "gradcam.py", *flags, "--num", "2", "--out-dir", tmp_path / "cam")
     ours = json.loads((tmp_path / "eval" / "report.json").read_text())["top1"]
-    run(REPO / folder / "evaluate.py", "--checkpoint", tiny_runs / folder / "last.pt",
+    run(REPO / folder / "evaluate.py", "--checkpoint", tiny_runs(folder) / "last.pt",
         "--device", "cpu", "--out-dir", tmp_path / "eval2")
     assert json.loads((tmp_path / "eval2" / "report.json").read_text())["top1"] == ours
 
 
 def test_a_state_dict_of_another_network_says_what_does_not_match(tiny_runs, tmp_path):
-    ck = torch.load(tiny_runs / "resnet18" / "last.pt", weights_only=True)
+    ck = torch.load(tiny_runs("resnet18") / "last.pt", weights_only=True)
     torch.save({"model_state_dict": ck["model"]}, tmp_path / "r18.pt")
     p = run(REPO / "se_res_inception" / "evaluate.py", "--checkpoint", tmp_path / "r18.pt",
             "--device", "cpu", check=False)
@@ -136,7 +142,8 @@ def test_a_state_dict_of_another_network_says_what_does_not_match(tiny_runs, tmp
     assert "does not fit se_res_inception" in err and "missing" in err and "unexpected" in err
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", ["resnet18", *(pytest.param(f, marks=pytest.mark.slow)
+                                                  for f in FOLDERS[1:])])
 def test_a_copied_folder_is_a_template_for_every_script(folder, tmp_path):
     """cp -r FOLDER my_net: every script of the copy reads and writes runs/my_net/."""
     shutil.copytree(REPO / "common", tmp_path / "common")
@@ -151,11 +158,14 @@ def test_a_copied_folder_is_a_template_for_every_script(folder, tmp_path):
     if folder == "se_res_inception":
         scripts.update({"evaluate_superclass.py": "superclass/superclass.json",
                         "plot_metrics.py": "training_curves.png"})
-    for script, written in scripts.items():
+    assert (runs / "last.pt").is_file() and (runs / "training_curves.png").is_file()
+    for written in scripts.values():
         (runs / written).unlink(missing_ok=True)
-        device = [] if script == "plot_metrics.py" else ["--device", "cpu"]
-        run(tmp_path / "my_net" / script, *device, cwd=tmp_path / "my_net")
-        assert (runs / written).is_file(), script
+    results = run_many(*[(tmp_path / "my_net" / script,
+                          *([] if script == "plot_metrics.py" else ["--device", "cpu"]))
+                         for script in scripts], cwd=tmp_path / "my_net")
+    for (script, written), r in zip(scripts.items(), results):
+        assert r.returncode == 0 and (runs / written).is_file(), (script, r.stderr)
 
 
 def test_accumulated_micro_batches_equal_one_big_batch_without_batchnorm(tmp_path):
@@ -172,6 +182,7 @@ def test_accumulated_micro_batches_equal_one_big_batch_without_batchnorm(tmp_pat
     assert p.returncode != 0 and "multiple of 3" in p.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_ctrl_c_with_accumulation_is_bit_exact(tmp_path):
     args = [*TINY, "--subset", "150", "--batch-size", "30", "--epochs", "2", "--accum-steps", "3"]
     run(REPO / "resnet18" / "train.py", *args, "--out-dir", tmp_path / "a")
@@ -185,7 +196,7 @@ def test_resume_after_ctrl_c_with_accumulation_is_bit_exact(tmp_path):
 
 
 def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
-    base = tiny_runs / "resnet18" / "last.pt"
+    base = tiny_runs("resnet18") / "last.pt"
     run(REPO / "resnet18" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
         "--epochs", "1", "--init", base, "--lr", "1e-9", "--out-dir", tmp_path / "ft")
     a = torch.load(base, weights_only=True)
@@ -194,11 +205,12 @@ def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
     assert torch.allclose(a["model"]["conv1.weight"], b["model"]["conv1.weight"], atol=1e-6)
     assert b["optimizer"]["param_groups"][0]["initial_lr"] != a["optimizer"]["param_groups"][0][
         "initial_lr"]  # a fresh optimizer and schedule
-    for extra, message in (
-            (["--init", tiny_runs / "resnet34" / "last.pt"], "arch='resnet34'"),
-            (["--init", base, "--resume", base], "give one of them")):
-        p = run(REPO / "resnet18" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
-                "--epochs", "1", *extra, "--out-dir", tmp_path / "x", check=False)
+    cases = ((["--init", tiny_runs("resnet34") / "last.pt"], "arch='resnet34'"),
+             (["--init", base, "--resume", base], "give one of them"))
+    results = run_many(*[(REPO / "resnet18" / "train.py", *TINY, "--subset", "100",
+                          "--batch-size", "50", "--epochs", "1", *extra, "--out-dir",
+                          tmp_path / "x") for extra, _ in cases])
+    for (_, message), p in zip(cases, results):
         err = p.stderr.strip()
         assert p.returncode != 0 and message in err and len(err.splitlines()) == 1, err
 

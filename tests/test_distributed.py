@@ -73,7 +73,8 @@ def test_sharded_evaluation_counts_every_test_image_once(tmp_path):
         assert t["result"]["loss"] == pytest.approx(one["result"]["loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("folder", ["resnet18", "resnet34", "se_res_inception"])
+@pytest.mark.parametrize("folder", ["resnet18", pytest.param("resnet34", marks=pytest.mark.slow),
+                                    pytest.param("se_res_inception", marks=pytest.mark.slow)])
 def test_each_train_py_runs_under_torchrun_and_its_checkpoint_evaluates(folder, tmp_path):
     out = tmp_path / "run"
     extra = ["--variant", "standard"] if folder == "resnet34" else []
@@ -93,6 +94,7 @@ def test_a_batch_the_ranks_do_not_divide_is_a_one_line_error(tmp_path):
     assert p.returncode != 0 and "does not split into 2 rank(s)" in p.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_under_torchrun_then_resume_is_bit_exact(tmp_path):
     """2 ranks x 2 epochs straight == Ctrl-C (to the torchrun launcher) in epoch 2, then
     --resume under torchrun. 42 steps an epoch: ranks agree to stop every 20 steps."""
@@ -126,6 +128,7 @@ def _parent_and_env(proc):
         return None
 
 
+@pytest.mark.slow
 def test_a_dead_rank_ends_the_run_and_last_pt_survives(tmp_path):
     """SIGKILL one of 2 ranks in epoch 2 (an out-of-memory kill, a lost node): torchrun ends the
     other rank with an error instead of hanging in a collective, epoch 1's last.pt stays intact,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 
 from common.checkpoint import load_model
-from conftest import REPO, TINY, load_module, run
+from conftest import REPO, TINY, load_module, run, run_many
 
 model_mod = load_module(REPO / "resnet34" / "model.py", "resnet34_model")
 lr_find = load_module(REPO / "resnet34" / "lr_find.py", "resnet34_lr_find")
@@ -157,6 +157,7 @@ def test_lr_find_stops_on_divergence_and_writes_its_figure(tmp_path, monkeypatch
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_sweep_overlays_runs_and_tabulates_them(tmp_path, capsys):
     """Each grid point is a train.py process (the standard variant, to keep it quick)."""
     assert sweep.build_parser().parse_known_args(["--lr", "1"])[1] == ["--lr", "1"]  # train's
@@ -229,7 +230,6 @@ def test_bad_input_gets_one_line_errors(seed001, tmp_path):
               "--checkpoint", seed001 / "best.pt", "--filter", "64"),
              ("resnet34/lr_find.py", *TINY, "--start-lr", "1", "--end-lr", "0.1"),
              ("resnet34/sweep.py", *TINY, "--lrs", "-1")]
-    for script, *args in cases:
-        p = run(script, *args, "--out-dir", tmp_path, check=False)
+    for (script, *args), p in zip(cases, run_many(*[(*c, "--out-dir", tmp_path) for c in cases])):
         assert p.returncode != 0 and "Traceback" not in p.stderr, (args, p.stderr)
         assert p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1

@@ -65,6 +65,7 @@ def runs(tmp_path_factory):
     return results, first, second, third
 
 
+@pytest.mark.slow
 def test_a_failing_model_lets_the_others_finish_and_is_named(runs):
     results, first, *_ = runs
     assert first["rc"] == 1, first["out"] + first["err"]
@@ -81,6 +82,7 @@ def test_a_failing_model_lets_the_others_finish_and_is_named(runs):
     assert "failed at train" in first["md"].split("Learning parity")[1]
 
 
+@pytest.mark.slow
 def test_second_run_skips_finished_runs_and_retries_the_failed_one(runs):
     _, first, second, _ = runs
     assert second["rc"] == 0, second["out"] + second["err"]
@@ -91,6 +93,7 @@ def test_second_run_skips_finished_runs_and_retries_the_failed_one(runs):
     assert re.search(r"parity.baseline.seed0\s+train\s+ok", second["out"])
 
 
+@pytest.mark.slow
 def test_redo_runs_a_finished_model_again_and_seeds_add_runs(runs):
     results, _, second, third = runs
     assert third["rc"] == 0, third["out"] + third["err"]
@@ -105,6 +108,7 @@ def test_redo_runs_a_finished_model_again_and_seeds_add_runs(runs):
     assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", row[6]), row  # final top-1: mean ± std
 
 
+@pytest.mark.slow
 def test_table_json_and_figure_hold_every_model(runs):
     results, _, second, _ = runs
     rows = table_rows(second["md"])
@@ -156,6 +160,7 @@ def test_unknown_model_and_bad_seeds_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_gpu_throughput_dry_run_on_the_cpu(tmp_path):
     """The GPU mode end to end, tiny, on the CPU: 2 epochs, eager and "compiled" (compilation
     switched off by TORCH_COMPILE_DISABLE, which would take minutes on a CPU; the --compile
@@ -183,6 +188,7 @@ def test_gpu_throughput_dry_run_on_the_cpu(tmp_path):
     assert re.search(r"resnet18 \((eager|compile)\): \d+\.\d\d s / epoch, so 150 epochs", md)
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     """benchmark/gpu_check.sh --device cpu, one model: every section runs and reports (the CUDA
     tests skip here), so the lent GPU's minutes are not lost to a typo in the script."""

@@ -16,6 +16,7 @@ FOLDER = ROOT / "se_res_inception"
 sys.path.insert(0, str(ROOT))
 from common.data import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE  # noqa: E402
 from common.metrics import superclass_accuracy  # noqa: E402
+from conftest import run_many  # noqa: E402
 
 
 def load(name):
@@ -311,13 +312,16 @@ def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    log = run("plot_metrics.py", "--run-dir", tmp_path, ok=False)
-    assert "error: no metrics.npz" in log and "Traceback" not in log
-    log = run("evaluate_superclass.py", "--checkpoint", tmp_path / "none.pt", ok=False)
-    assert "error: no checkpoint" in log and "Traceback" not in log
-    log = run("train.py", "--dataset", "synthetic", "--subset", 100, "--batch-size", 50,
-              "--drop-path", 1.5, "--device", "cpu", "--out-dir", tmp_path / "run", ok=False)
-    assert "error: argument --drop-path: 1.5 is outside [0, 1)" in log and "Traceback" not in log
+    results = run_many(
+        (FOLDER / "plot_metrics.py", "--run-dir", tmp_path),
+        (FOLDER / "evaluate_superclass.py", "--checkpoint", tmp_path / "none.pt"),
+        (FOLDER / "train.py", "--dataset", "synthetic", "--subset", 100, "--batch-size", 50,
+         "--drop-path", 1.5, "--device", "cpu", "--out-dir", tmp_path / "run"))
+    wants = ["error: no metrics.npz", "error: no checkpoint",
+             "error: argument --drop-path: 1.5 is outside [0, 1)"]
+    for want, r in zip(wants, results):
+        assert r.returncode != 0 and want in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_model_summary(capsys):
