@@ -1,6 +1,8 @@
 """Shared test helpers: run a script in a fresh process, or load a folder's module by file path
 (every folder has a model.py, so they are never imported by bare name)."""
 import importlib.util
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -58,6 +60,27 @@ def resnet18_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("shared") / "r18"
     run("resnet18/train.py", *TINY, "--subset", "200", "--val-split", "40", "--batch-size", "40",
         "--epochs", "2", "--ema", "0.9", "--out-dir", out)
+    return out
+
+
+
+def readme_command(folder, prefix):
+    """The command in FOLDER/README.md that starts with `prefix`, continuations joined."""
+    text = (REPO / folder / "README.md").read_text()
+    m = re.search(re.escape(prefix) + r"(?:[^\n]*\\\n)*[^\n]*", text)
+    assert m, f"{folder}/README.md has no command starting {prefix!r}"
+    return shlex.split(m.group(0).replace("\\\n", " "))
+
+
+@pytest.fixture(scope="session")
+def resnet34_run(tmp_path_factory):
+    """Seed 001's command from resnet34/README.md, shrunk: the standard variant, 3 one-step
+    epochs, SGDR cycles of 1 then 2 steps, a checkpoint kept every epoch."""
+    out = tmp_path_factory.mktemp("shared") / "seed001"
+    argv = readme_command("resnet34", "python resnet34/train.py --recipe seed001")
+    assert argv[:2] == ["python", "resnet34/train.py"]
+    run(argv[1], *argv[2:], *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "3",
+        "--t0", "1", "--save-every", "1", "--out-dir", out)
     return out
 
 

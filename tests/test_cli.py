@@ -99,10 +99,12 @@ def test_the_seeds_command_lines_parse(folder, script, argv):
 
 
 @pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory, resnet18_run):
-    """tiny_runs(folder) -> a run dir: resnet18's is the session's run; the others train once,
-    when first asked for, 1 epoch on 100 synthetic images (resnet34: the standard variant)."""
-    root, done = tmp_path_factory.mktemp("runs"), {"resnet18": resnet18_run}
+def tiny_runs(tmp_path_factory, resnet18_run, resnet34_run):
+    """tiny_runs(folder) -> a run dir: resnet18's and resnet34's (the standard variant) are the
+    session's runs; se_res_inception's trains once, when first asked for, 1 epoch on 100
+    synthetic images."""
+    root, done = tmp_path_factory.mktemp("runs"), {"resnet18": resnet18_run,
+                                                   "resnet34": resnet34_run}
 
     def get(folder):
         if folder not in done:
@@ -124,11 +126,14 @@ def test_a_seeds_model_state_dict_checkpoint_loads(folder, tiny_runs, tmp_path):
                 "test_accuracy": 1.0, "train_losses": [4.6, 4.5]}, seed_file)
     flags = ["--checkpoint", seed_file, "--device", "cpu", "--dataset", "synthetic",
              "--subset", "100"]
-    run(REPO / folder / "evaluate.py", *flags, "--out-dir", tmp_path / "eval")
-    run(REPO / folder / "gradcam.py", *flags, "--num", "2", "--out-dir", tmp_path / "cam")
+    results = run_many((REPO / folder / "evaluate.py", *flags, "--out-dir", tmp_path / "eval"),
+                       (REPO / folder / "gradcam.py", *flags, "--num", "2", "--out-dir",
+                        tmp_path / "cam"),
+                       (REPO / folder / "evaluate.py", "--checkpoint",
+                        tiny_runs(folder) / "last.pt", "--device", "cpu", "--out-dir",
+                        tmp_path / "eval2"))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     ours = json.loads((tmp_path / "eval" / "report.json").read_text())["top1"]
-    run(REPO / folder / "evaluate.py", "--checkpoint", tiny_runs(folder) / "last.pt",
-        "--device", "cpu", "--out-dir", tmp_path / "eval2")
     assert json.loads((tmp_path / "eval2" / "report.json").read_text())["top1"] == ours
 
 
@@ -150,20 +155,20 @@ def test_a_copied_folder_is_a_template_for_every_script(folder, tmp_path):
     shutil.copytree(REPO / folder, tmp_path / "my_net",
                     ignore=shutil.ignore_patterns("__pycache__", "examples", "*.png"))
     extra = ["--variant", "standard"] if folder == "resnet34" else []
-    run(tmp_path / "my_net" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
-        "--epochs", "1", *extra, cwd=tmp_path)
     runs = tmp_path / "runs" / "my_net"
-    assert (runs / "best.pt").is_file()
     scripts = {"evaluate.py": "eval/report.json", "gradcam.py": "gradcam/gradcam_grid.png"}
     if folder == "se_res_inception":
         scripts.update({"evaluate_superclass.py": "superclass/superclass.json",
                         "plot_metrics.py": "training_curves.png"})
-    assert (runs / "last.pt").is_file() and (runs / "training_curves.png").is_file()
-    for written in scripts.values():
-        (runs / written).unlink(missing_ok=True)
-    results = run_many(*[(tmp_path / "my_net" / script,
-                          *([] if script == "plot_metrics.py" else ["--device", "cpu"]))
-                         for script in scripts], cwd=tmp_path / "my_net")
+    trained, *results = run_many(
+        (tmp_path / "my_net" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
+         "--epochs", "1", *extra),
+        *[(tmp_path / "my_net" / script,
+           *([] if script == "plot_metrics.py" else ["--device", "cpu"])) for script in scripts],
+        cwd=tmp_path / "my_net")  # each script from inside the copy, in one interpreter
+    assert trained.returncode == 0, trained.stderr
+    for name in ("last.pt", "best.pt", "training_curves.png"):
+        assert (runs / name).is_file(), name
     for (script, written), r in zip(scripts.items(), results):
         assert r.returncode == 0 and (runs / written).is_file(), (script, r.stderr)
 
@@ -171,14 +176,15 @@ def test_a_copied_folder_is_a_template_for_every_script(folder, tmp_path):
 def test_accumulated_micro_batches_equal_one_big_batch_without_batchnorm(tmp_path):
     flags = [*TINY, "--subset", "32", "--batch-size", "32", "--epochs", "1", "--cutmix-alpha",
              "1", "--mix-prob", "1"]
-    for k in (1, 4):
-        run(REPO / "tests" / "probe.py", "resnet18", "nobn", tmp_path, "--", *flags,
-            "--accum-steps", k, "--out-dir", tmp_path / f"k{k}")
+    *probes, p = run_many(*[(REPO / "tests" / "probe.py", "resnet18", "nobn", tmp_path, "--",
+                             *flags, "--accum-steps", k, "--out-dir", tmp_path / f"k{k}")
+                            for k in (1, 4)],
+                          (REPO / "resnet18" / "train.py", *flags, "--accum-steps", "3",
+                           "--out-dir", tmp_path / "bad"))
+    assert all(r.returncode == 0 for r in probes), [r.stderr for r in probes]
     a = torch.load(tmp_path / "k1" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "k4" / "last.pt", weights_only=True)["model"]
     assert all((a[k] - b[k]).abs().max() < 1e-6 for k in a)
-    p = run(REPO / "resnet18" / "train.py", *flags, "--accum-steps", "3", "--out-dir",
-            tmp_path / "bad", check=False)
     assert p.returncode != 0 and "multiple of 3" in p.stderr
 
 
@@ -197,20 +203,21 @@ def test_resume_after_ctrl_c_with_accumulation_is_bit_exact(tmp_path):
 
 def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
     base = tiny_runs("resnet18") / "last.pt"
-    run(REPO / "resnet18" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
-        "--epochs", "1", "--init", base, "--lr", "1e-9", "--out-dir", tmp_path / "ft")
+    cases = ((["--init", tiny_runs("resnet34") / "last.pt"], "arch='resnet34'"),
+             (["--init", base, "--resume", base], "give one of them"))
+    ok, *refused = run_many(*[(REPO / "resnet18" / "train.py", *TINY, "--subset", "100",
+                               "--batch-size", "50", "--epochs", "1", *extra, "--out-dir", out)
+                              for extra, out in [(["--init", base, "--lr", "1e-9"],
+                                                  tmp_path / "ft")]
+                              + [(extra, tmp_path / "x") for extra, _ in cases]])
+    assert ok.returncode == 0, ok.stderr
     a = torch.load(base, weights_only=True)
     b = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
     assert b["epoch"] == 1 and b["args"]["init"] == str(base)  # a new run: epoch 1 again
     assert torch.allclose(a["model"]["conv1.weight"], b["model"]["conv1.weight"], atol=1e-6)
     assert b["optimizer"]["param_groups"][0]["initial_lr"] != a["optimizer"]["param_groups"][0][
         "initial_lr"]  # a fresh optimizer and schedule
-    cases = ((["--init", tiny_runs("resnet34") / "last.pt"], "arch='resnet34'"),
-             (["--init", base, "--resume", base], "give one of them"))
-    results = run_many(*[(REPO / "resnet18" / "train.py", *TINY, "--subset", "100",
-                          "--batch-size", "50", "--epochs", "1", *extra, "--out-dir",
-                          tmp_path / "x") for extra, _ in cases])
-    for (_, message), p in zip(cases, results):
+    for (_, message), p in zip(cases, refused):
         err = p.stderr.strip()
         assert p.returncode != 0 and message in err and len(err.splitlines()) == 1, err
 

@@ -38,7 +38,8 @@ def test_the_ranks_together_see_the_single_process_batch(tmp_path):
     resnet18 recipe), rank 0 the first half of each batch, rank 1 the second."""
     flags = ["--subset", "40", "--batch-size", "20", "--epochs", "1"]
     probe(1, "record", tmp_path / "one", *flags)
-    probe(2, "record", tmp_path / "two", *flags)
+    p = probe(2, "record", tmp_path / "two", *flags)
+    check_the_run_dir_and_evaluate_it(p, tmp_path / "two" / "run", tmp_path / "eval")
     one = torch.load(tmp_path / "one" / "seen_rank0.pt")
     two = [torch.load(tmp_path / "two" / f"seen_rank{r}.pt") for r in range(2)]
     assert len(one) == len(two[0]) == len(two[1]) == 2  # steps
@@ -73,19 +74,23 @@ def test_sharded_evaluation_counts_every_test_image_once(tmp_path):
         assert t["result"]["loss"] == pytest.approx(one["result"]["loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("folder", ["resnet18", pytest.param("resnet34", marks=pytest.mark.slow),
-                                    pytest.param("se_res_inception", marks=pytest.mark.slow)])
+def check_the_run_dir_and_evaluate_it(p, out, eval_dir, folder="resnet18"):
+    assert p.stdout.count("done:") == 1  # rank 0 alone prints
+    assert sorted(f.name for f in out.iterdir()) == [
+        "args.json", "best.pt", "last.pt", "metrics.csv", "metrics.npz", "training_curves.png"]
+    run(REPO / folder / "evaluate.py", "--checkpoint", out / "last.pt", "--device", "cpu",
+        "--out-dir", eval_dir)
+    assert json.loads((eval_dir / "report.json").read_text())["images"] == 100
+
+
+@pytest.mark.slow  # resnet18's train.py under torchrun: test_the_ranks_together_see_... above
+@pytest.mark.parametrize("folder", ["resnet34", "se_res_inception"])
 def test_each_train_py_runs_under_torchrun_and_its_checkpoint_evaluates(folder, tmp_path):
     out = tmp_path / "run"
     extra = ["--variant", "standard"] if folder == "resnet34" else []
     p = torchrun(2, REPO / folder / "train.py", *TINY, "--subset", "40", "--batch-size", "20",
                  "--epochs", "1", "--out-dir", out, *extra)
-    assert p.stdout.count("done:") == 1  # rank 0 alone prints
-    assert sorted(f.name for f in out.iterdir()) == [
-        "args.json", "best.pt", "last.pt", "metrics.csv", "metrics.npz", "training_curves.png"]
-    run(REPO / folder / "evaluate.py", "--checkpoint", out / "last.pt", "--device", "cpu",
-        "--out-dir", tmp_path / "eval")
-    assert json.loads((tmp_path / "eval" / "report.json").read_text())["images"] == 100
+    check_the_run_dir_and_evaluate_it(p, out, tmp_path / "eval", folder)
 
 
 def test_a_batch_the_ranks_do_not_divide_is_a_one_line_error(tmp_path):

@@ -2,7 +2,6 @@
 the convolution explorer. ResNet-34 is 21-30 M parameters, so every run here is a few batches."""
 import json
 import re
-import shlex
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 
 from common.checkpoint import load_model
-from conftest import REPO, TINY, load_module, run, run_many
+from conftest import REPO, TINY, load_module, readme_command, run, run_many
 
 model_mod = load_module(REPO / "resnet34" / "model.py", "resnet34_model")
 lr_find = load_module(REPO / "resnet34" / "lr_find.py", "resnet34_lr_find")
@@ -58,23 +57,10 @@ def test_evaluate_rebuilds_the_variant_of_a_bare_state_dict(tmp_path):
         assert len(model.layer3) == (6 if variant == "standard" else 5)
 
 
-def readme_command(prefix):
-    """The README's command that starts with `prefix`, backslash continuations joined."""
-    text = (REPO / "resnet34" / "README.md").read_text()
-    m = re.search(re.escape(prefix) + r"(?:[^\n]*\\\n)*[^\n]*", text)
-    assert m, f"README.md has no command starting {prefix!r}"
-    return shlex.split(m.group(0).replace("\\\n", " "))
-
-
-@pytest.fixture(scope="module")
-def seed001(tmp_path_factory):
-    """Seed 001's command from the README, shrunk: 3 one-step epochs, cycles of 1 then 2 steps."""
-    out = tmp_path_factory.mktemp("run") / "seed001"
-    argv = readme_command("python resnet34/train.py --recipe seed001")
-    assert argv[:2] == ["python", "resnet34/train.py"]
-    run(argv[1], *argv[2:], *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "3",
-        "--t0", "1", "--save-every", "1", "--out-dir", out)
-    return out
+@pytest.fixture
+def seed001(resnet34_run):
+    """The session's run of seed 001's README command (conftest.py)."""
+    return resnet34_run
 
 
 def test_seed001_command_trains_the_standard_variant_with_restarts(seed001):
@@ -107,12 +93,13 @@ def test_seed003_defaults_train_the_enhanced_variant(tmp_path):
 
 
 def test_evaluate_and_gradcam_rebuild_the_checkpoints_variant(seed001, tmp_path):
-    run("resnet34/evaluate.py", "--checkpoint", seed001 / "best.pt", "--device", "cpu",
-        "--out-dir", tmp_path / "eval")
+    ev, p = run_many(("resnet34/evaluate.py", "--checkpoint", seed001 / "best.pt", "--device",
+                      "cpu", "--out-dir", tmp_path / "eval"),
+                     ("resnet34/gradcam.py", "--checkpoint", seed001 / "best.pt", "--device",
+                      "cpu", "--num", "2", "--out-dir", tmp_path / "cam"))
+    assert ev.returncode == 0 and p.returncode == 0, ev.stderr + p.stderr
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["images"] == 100 and 0 <= report["top1"] <= report["top5"] <= 100
-    p = run("resnet34/gradcam.py", "--checkpoint", seed001 / "best.pt", "--device", "cpu",
-            "--num", "2", "--out-dir", tmp_path / "cam")
     assert "layer4.2" in p.stdout  # the standard variant's last block
     for name in ("gradcam_grid.png", "gradcam_2x3.png"):
         assert (tmp_path / "cam" / name).is_file(), name
