@@ -116,8 +116,8 @@ def tiny_runs(tmp_path_factory, resnet18_run, resnet34_run):
     return get
 
 
-@pytest.mark.parametrize("folder", ["resnet34",
-                                    pytest.param("se_res_inception", marks=pytest.mark.slow)])
+@pytest.mark.slow  # in the default run: test_resnet34.py loads a seed-layout file in-process
+@pytest.mark.parametrize("folder", ["resnet34", "se_res_inception"])
 def test_a_seeds_model_state_dict_checkpoint_loads(folder, tiny_runs, tmp_path):
     """Seeds 000 and 003 save {"model_state_dict": ..., "optimizer_state_dict": ..., ...}."""
     ck = torch.load(tiny_runs(folder) / "last.pt", weights_only=True)

@@ -55,6 +55,14 @@ def test_evaluate_rebuilds_the_variant_of_a_bare_state_dict(tmp_path):
                                  evaluate.ARGS_OF_STATE)
         assert ckpt["model_args"] == {"variant": variant}
         assert len(model.layer3) == (6 if variant == "standard" else 5)
+    # seed 003 saves {"model_state_dict": ..., "optimizer_state_dict": ..., ...}
+    state = model_mod.resnet34("enhanced").state_dict()
+    torch.save({"epoch": 5, "model_state_dict": state, "optimizer_state_dict": {},
+                "test_accuracy": 1.0}, tmp_path / "best_model.pt")
+    model, ckpt = load_model(tmp_path / "best_model.pt", evaluate.FACTORY, False,
+                             evaluate.ARGS_OF_STATE)
+    assert ckpt["model_args"] == {"variant": "enhanced"}
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 @pytest.fixture
