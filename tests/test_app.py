@@ -95,6 +95,7 @@ def odd_images(d):
     return [EXAMPLE, d / "rgba.png", d / "grey.png", d / "palette.gif"]
 
 
+@pytest.mark.slow  # the live server: python -m pytest -m slow
 def test_top5_is_evaluate_image_for_any_image(server, ckpt, tmp_path):
     """Each file's top-5 as evaluate.py --image prints it: its process for the palette image,
     its functions (read_image, predict) in this process for all four."""
@@ -120,6 +121,7 @@ def test_top5_is_evaluate_image_for_any_image(server, ckpt, tmp_path):
             assert Image.open(image["path"]).size == (256, 256)
 
 
+@pytest.mark.slow  # the live server: python -m pytest -m slow
 def test_bad_files_get_a_message_and_the_server_goes_on(server, tmp_path):
     url, client = server
     (tmp_path / "notes.png").write_text("not an image")
@@ -234,6 +236,7 @@ class Chromium:
         self.proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium package")
 def test_page_in_headless_chromium(server, tmp_path):
     """A person's visit: a text file (the page says why it is no image), a click on an example,

@@ -87,14 +87,15 @@ def test_seed001_command_trains_the_standard_variant_with_restarts(seed001):
     assert lr.tolist() == pytest.approx([0.1, 0.1, 0.05])
 
 
-def test_seed003_defaults_train_the_enhanced_variant(tmp_path):
-    run("resnet34/train.py", *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "1",
-        "--save-every", "1", "--out-dir", tmp_path)
-    for name in ("last.pt", "best.pt", "epoch_1.pt", "metrics.npz", "training_curves.png"):
-        assert (tmp_path / name).is_file(), name
-    ck = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert ck["model_args"] == {"variant": "enhanced", "num_classes": 100, "dropout": 0.3}
-    a = ck["args"]
+def test_seed003_defaults_build_the_enhanced_variant():
+    """The defaults are seed 003's recipe (seed 001's command trains above, in the session)."""
+    train = load_module(REPO / "resnet34" / "train.py", "resnet34_train_defaults")
+    args = train.parse_args([])
+    model, model_args = train.build_model(args)
+    assert model_args == {"variant": "enhanced", "num_classes": 100, "dropout": 0.3}
+    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [5, 5, 5, 5]
+    a = vars(args)
+    assert a["save_every"] == 5
     assert (a["nesterov"], a["lr"], a["pct_start"], a["final_div_factor"]) == (True, 0.1, 0.2, 1e3)
     assert (a["cutmix_alpha"], a["mix_prob"], a["clip_grad"], a["target_acc"]) == (1, 0.3, 1, 75)
     assert (a["holes_p"], a["noise_p"], a["affine_p"], a["seed"]) == (0.15, 0.15, 0.5, 1)
