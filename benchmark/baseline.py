@@ -138,7 +138,8 @@ def main(args):
         t0 = time.time()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*B, correct, images
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss*B, correct
+        images = 0  # counted on the host, as train.py does: no host-to-device copy per step
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last:
@@ -152,16 +153,16 @@ def main(args):
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum(),
-                                 torch.tensor(len(y), device=device)]).double()
-        train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
+            sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum()]).double()
+            images += len(y)
+        train_loss, train_acc = (sums[0] / images).item(), (100 * sums[1] / images).item()
         train_time = time.time() - t0  # .item() above waited for the GPU
         results = {name: evaluate(run_model, loader, device, dtype)
                    for name, loader in eval_loaders.items()}
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"the loss became non-finite in epoch {epoch + 1}")
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-               "train_images": sums[2].item(), "train_time": train_time,
+               "train_images": float(images), "train_time": train_time,
                "peak_mem_mb": runtime.peak_memory_mb(device)}
         for name in ("val", "test"):
             for k in ("loss", "top1", "top5"):

@@ -25,8 +25,10 @@ class Normalize:
                                 torch.tensor(self.std, device=device)[:, None, None])
         return self._on[device]
 
-    def __call__(self, x, g=None):
+    def __call__(self, x, g=None, rows=None):
+        """rows: int64 (n,) on x's device, the images to return (None = all)."""
         mean, std = self.stats(x.device)
+        x = x if rows is None else x[rows]
         return (x.float() / 255 - mean) / std
 
 
@@ -37,7 +39,8 @@ class Augment:
     Geometry (crop with zero padding, flip, rotation, shift, zoom) is one affine warp per image;
     colour jitter is a 3x3 colour matrix per image (hue turns the chroma plane in YIQ space);
     random erasing (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise
-    are masks. Probabilities are per image.
+    are masks. Probabilities are per image. `draw` takes the random numbers from the generator,
+    `apply` is a pure function of (images, numbers), which `compile()` hands to torch.compile.
     """
     normalize: Normalize             # the dataset's mean/std, applied after the colour ops
     pad: int = 4                     # random crop of the zero-padded image, px
@@ -54,22 +57,69 @@ class Augment:
     noise_p: float = 0.0             # Gaussian noise; drawn from the same uniform as holes_p,
     noise_std: tuple = (0.0125, 0.0278)  # so holes and noise never hit the same image
 
-    def __call__(self, x, g):
-        """uint8 (B,3,H,W), generator g on x's device -> normalized float (B,3,H,W)."""
+    def __call__(self, x, g, rows=None):
+        """uint8 (B,3,H,W), generator g on x's device -> normalized float (B,3,H,W), or
+        (n,3,H,W) of x[rows] for rows int64 (n,) on x's device. The numbers are drawn for all
+        B images either way, so the generator's stream, and each image's result, do not
+        depend on rows."""
+        p = self.draw(x.shape, g, x.device)
+        run = getattr(self, "_compiled", None)
+        if run is None:
+            return self.apply(x, p, rows)
+        if rows is None:
+            return run(x, p, None)
+        # torch.compile(dynamic=False) specializes on len(rows): pad it up to a multiple of
+        # B/4 (at most 4 shapes) with copies of one row and drop those outputs again
+        n, quarter = len(rows), -(-len(x) // 4)
+        padded = min(-(-n // quarter) * quarter, len(x))
+        return run(x, p, torch.cat([rows, rows[:1].expand(padded - n)]))[:n]
+
+    def compile(self, **kwargs):
+        """Make __call__ run `apply` through torch.compile (eager `draw` stays); -> self."""
+        self._compiled = torch.compile(self.apply, dynamic=False, **kwargs)
+        return self
+
+    def draw(self, shape, g, dev):
+        """The random numbers for a batch of `shape` (B,3,H,W), in the order the generator has
+        always given them -> {name: (B, ...) tensor on dev}; U(0, 1) unless said otherwise."""
+        B = shape[0]
+        rand = lambda *size: torch.rand(*size, generator=g, device=dev)  # noqa: E731
+        p = {"ang": rand(B), "zoom": rand(B), "shift": rand(B, 2), "on": rand(B),
+             "crop": torch.randint(-self.pad, self.pad + 1, (B, 2), generator=g, device=dev)}
+        if self.flip:
+            p["flip"] = rand(B)
+        if any(self.jitter):
+            for k in ("bright", "contrast", "saturation") + ("hue",) * bool(self.jitter[3]):
+                p[k] = rand(B)
+        p["u"] = rand(B)
+        if self.noise_p:
+            p["std"], p["noise"] = rand(B), torch.randn(shape, generator=g, device=dev)
+        if self.holes_p:
+            lo, hi = self.hole_size
+            p["size"] = torch.randint(lo, hi + 1, (B, self.holes, 2), generator=g, device=dev)
+            p["top"] = rand(B, self.holes, 2)
+        if self.erase_p:
+            for k in ("area", "aspect", "cy", "cx", "hit"):
+                p[k] = rand(B)
+        return p
+
+    def apply(self, x, p, rows=None):
+        """uint8 (B,3,H,W), draw's numbers -> normalized float images of x[rows] (all: None).
+        No generator: a pure function, traced whole by torch.compile."""
+        if rows is not None:
+            x, p = x[rows], {k: v[rows] for k, v in p.items()}
         B, _, H, W = x.shape
         dev = x.device
-        rand = lambda *shape: torch.rand(*shape, generator=g, device=dev)  # noqa: E731
         x = x.float().div_(255)
         # geometry: output pixel -> input pixel, in grid_sample's [-1, 1] coordinates
-        ang = (rand(B) * 2 - 1) * math.radians(self.rotate)
-        zoom = self.scale[0] + rand(B) * (self.scale[1] - self.scale[0])
-        shift = (rand(B, 2) * 2 - 1) * self.translate * 2
-        on = rand(B) < self.affine_p
+        ang = (p["ang"] * 2 - 1) * math.radians(self.rotate)
+        zoom = self.scale[0] + p["zoom"] * (self.scale[1] - self.scale[0])
+        shift = (p["shift"] * 2 - 1) * self.translate * 2
+        on = p["on"] < self.affine_p
         ang, zoom, shift = ang * on, torch.where(on, zoom, 1.0), shift * on[:, None]
-        crop = torch.randint(-self.pad, self.pad + 1, (B, 2), generator=g, device=dev) * 2.0
-        crop[:, 0] /= W  # px -> grid units; Python scalars, so nothing is copied from the host
-        crop[:, 1] /= H
-        flip = torch.where(rand(B) < 0.5, -1.0, 1.0) if self.flip else torch.ones(B, device=dev)
+        crop = p["crop"] * 2.0  # px -> grid units; Python scalars, nothing from the host
+        crop = torch.stack([crop[:, 0] / W, crop[:, 1] / H], 1)
+        flip = torch.where(p["flip"] < 0.5, -1.0, 1.0) if self.flip else x.new_ones(B)
         cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
         m = torch.stack([torch.stack([cos * flip, -sin], 1), torch.stack([sin * flip, cos], 1)], 1)
         # the shift goes through m, so it moves the output by `shift` whatever the angle and
@@ -79,39 +129,39 @@ class Augment:
             grid = F.affine_grid(theta, (B, 3, H, W), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if any(self.jitter):
-            x = self._jitter(x, rand)
-        u = rand(B)
+            draws = iter(p[k] for k in ("bright", "contrast", "saturation", "hue") if k in p)
+            x = self._jitter(x, lambda n: next(draws))
+        u = p["u"]
         if self.noise_p:
-            std = self.noise_std[0] + rand(B) * (self.noise_std[1] - self.noise_std[0])
+            std = self.noise_std[0] + p["std"] * (self.noise_std[1] - self.noise_std[0])
             use = (u >= self.holes_p) & (u < self.holes_p + self.noise_p)
-            noise = torch.randn(x.shape, generator=g, device=dev)
-            x = (x + (use * std)[:, None, None, None] * noise).clamp_(0, 1)
+            x = (x + (use * std)[:, None, None, None] * p["noise"]).clamp_(0, 1)
         mean, std = self.normalize.stats(dev)
         x = (x - mean) / std
         keep = torch.ones(B, 1, H, W, device=dev)
         if self.holes_p:
-            lo, hi = self.hole_size
-            size = torch.randint(lo, hi + 1, (B, self.holes, 2), generator=g, device=dev)
+            size = p["size"]
             room = torch.stack([H - size[..., 0], W - size[..., 1]], -1) + 1
-            top = (rand(B, self.holes, 2) * room).floor()
+            top = (p["top"] * room).floor()
             c = top + size / 2  # whole pixels, the hole inside the image
             for k in range(self.holes):
                 keep *= ~_box(c[:, k, 0], c[:, k, 1], size[:, k, 0], size[:, k, 1], H, W)
             keep = torch.where((u < self.holes_p)[:, None, None, None], keep, 1.0)
         if self.erase_p:
-            area = (0.02 + rand(B) * 0.31) * H * W
-            aspect = torch.exp(math.log(0.3) + rand(B) * (math.log(3.3) - math.log(0.3)))
+            area = (0.02 + p["area"] * 0.31) * H * W
+            aspect = torch.exp(math.log(0.3) + p["aspect"] * (math.log(3.3) - math.log(0.3)))
             h = (area * aspect).sqrt().clamp(max=H)
             w = (area / aspect).sqrt().clamp(max=W)
-            cy, cx = h / 2 + rand(B) * (H - h), w / 2 + rand(B) * (W - w)
-            hit = (rand(B) < self.erase_p)[:, None, None, None]
+            cy, cx = h / 2 + p["cy"] * (H - h), w / 2 + p["cx"] * (W - w)
+            hit = (p["hit"] < self.erase_p)[:, None, None, None]
             keep *= ~(_box(cy, cx, h, w, H, W) & hit)
         return x * keep  # erased pixels become 0 after normalization: the dataset mean
 
     def _jitter(self, x, rand):
         """torchvision's ColorJitter with its own factors per image, in one fixed order:
         brightness, contrast, saturation, hue (torchvision draws the order at random per call).
-        Each step is torchvision's adjust_* and clamps to [0, 1] as it does."""
+        Each step is torchvision's adjust_* and clamps to [0, 1] as it does. rand(B) gives
+        the next (B,) of U(0, 1)."""
         B = x.shape[0]
         b, c, s, h = self.jitter
         factor = lambda m: 1 + (rand(B) * 2 - 1)[:, None, None, None] * m  # noqa: E731
@@ -151,18 +201,27 @@ class Loader:
     `transform(x, g)` is an Augment for training or a Normalize for evaluation. Training order and
     augmentation come from generators seeded by (seed, epoch, batch), so `set_epoch(e)` followed
     by `iterate(start=k)` reproduces batch k of epoch e exactly.
+
+    With `mix(n, rng) -> plan` (e.g. functools.partial(mixing.draw, cutmix_alpha=1.0,
+    num_classes=100)) batches are also mixed, with rng = np.random.default_rng([seed, epoch,
+    batch]), and come as (images, soft targets, labels) of this rank's rows
+    [rank * B // world, (rank + 1) * B // world) for part = (rank, world): the whole batch's
+    random numbers are drawn, but only those rows and their mixing partners are augmented.
     """
 
     def __init__(self, split, batch_size, device, transform, shuffle=False, seed=0,
-                 drop_last=False):
+                 drop_last=False, mix=None, part=(0, 1)):
         if batch_size < 1:
             raise ValueError(f"batch size {batch_size}: use at least 1")
         if drop_last and len(split[0]) < batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the {len(split[0])} training "
                              "images; lower --batch-size or raise --subset")
+        if not 0 <= part[0] < part[1]:
+            raise ValueError(f"part {part}: rank must be in 0..world-1")
         self.x, self.y = split[0].to(device), split[1].to(device)
         self.batch_size, self.transform, self.shuffle = batch_size, transform, shuffle
         self.seed, self.drop_last, self.epoch = seed, drop_last, 0
+        self.mix, self.part = mix, tuple(part)
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -184,7 +243,25 @@ class Loader:
         for i in range(start, len(self)):
             idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
             sel = order[idx] if order is not None else idx
-            yield self.transform(self.x[sel], self.generator(i)), self.y[sel]
+            x, y = self.x[sel], self.y[sel]
+            if self.mix is None:
+                yield self.transform(x, self.generator(i)), y
+            else:
+                yield self._mixed(x, y, i)
+
+    def _mixed(self, x, y, i):
+        """One batch's (images, soft targets, labels) of this rank's rows."""
+        plan = self.mix(len(y), np.random.default_rng([self.seed, self.epoch, i]))
+        rank, world = self.part
+        if world == 1:  # the single-process stream: every row, no gathers
+            return (*plan.apply(self.transform(x, self.generator(i)), y), y)
+        lo, hi = rank * len(y) // world, (rank + 1) * len(y) // world
+        rows = np.arange(lo, hi)
+        have = plan.needed(rows)  # sorted, on the host: no wait for the device
+        t = torch.from_numpy(have)
+        t = t.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else t.to(x.device)
+        images, target = plan.apply(self.transform(x, self.generator(i), rows=t), y, rows, have)
+        return images, target, y[lo:hi]
 
     def __iter__(self):
         return self.iterate()
