@@ -11,6 +11,7 @@ seed reports no accuracy; README.md says what was measured here.
     python se_res_inception/train.py --dataset synthetic --subset 100 --batch-size 50 --epochs 1
 """
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -135,9 +136,10 @@ def evaluate_all(model, run_model, ema, eval_loaders, dtype):
 def make_loaders(args, device, rank=0, world=1):
     """uint8 splits held on the device -> (splits, training loader, {"val"/"test": loader}).
 
-    Each training batch is augmented as it is drawn; evaluation batches are only normalized.
-    Every rank draws the whole global batch (the single-process stream) and later keeps its
-    slice; evaluation splits are cut into disjoint contiguous shards, one per rank.
+    Training batches come augmented and mixed: (images, soft targets, labels) of this rank's
+    slice of the global batch. Every rank draws the random numbers of the whole batch (the
+    single-process stream) but augments only its rows and their mixing partners. Evaluation
+    batches are only normalized, from disjoint contiguous shards of each split, one per rank.
     """
     with distributed.local_rank_zero_first():  # one download per machine, the others wait
         splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.val_split)
@@ -147,8 +149,13 @@ def make_loaders(args, device, rank=0, world=1):
         scale=tuple(args.scale), affine_p=args.affine_p, jitter=tuple(args.jitter),
         erase_p=args.erase_p, holes_p=args.holes_p, holes=args.holes,
         hole_size=tuple(args.hole_size), noise_p=args.noise_p, noise_std=tuple(args.noise_std))
+    if args.compile:
+        augment.compile()  # shape-static: one fused graph instead of ~160 small kernels
+    mix = functools.partial(mixing.draw, mixup_alpha=args.mixup_alpha, prob=args.mix_prob,
+                            cutmix_alpha=args.cutmix_alpha, switch_prob=args.switch_prob,
+                            num_classes=data.NUM_CLASSES)  # Mixup / CutMix, per batch
     train_loader = Loader(splits["train"], args.batch_size, device, augment, shuffle=True,
-                          seed=args.seed, drop_last=True)
+                          seed=args.seed, drop_last=True, mix=mix, part=(rank, world))
     shard = lambda t: t[len(t) * rank // world:len(t) * (rank + 1) // world]  # noqa: E731
     eval_loaders = {name: Loader(tuple(map(shard, splits[name])), 500, device, normalize)
                     for name in ("val", "test") if splits[name] is not None}
@@ -238,11 +245,8 @@ def main(args):
             if state.sums is not None and epoch == state.epoch:
                 sums += torch.tensor(state.sums, dtype=torch.float64, device=device)
             progress = metrics.Progress(steps, args.progress_every)
-            for i, (x, y) in enumerate(train_loader.iterate(first), start=first):
-                rng = np.random.default_rng([args.seed, epoch, i])
-                x, target = mixing.mix(x, y, data.NUM_CLASSES, rng, args.mixup_alpha,
-                                       args.cutmix_alpha, args.mix_prob, args.switch_prob)
-                x, target, y = (t.chunk(world)[rank] for t in (x, target, y))  # this rank's share
+            for i, (x, target, y) in enumerate(train_loader.iterate(first), start=first):
+                # this rank's share of batch i: augmented, mixed, soft targets (common/augment.py)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = optimizer.param_groups[0]["lr"]  # the lr this step uses, for the log
