@@ -209,3 +209,15 @@ def test_color_jitter_factors_span_torchvisions_ranges():
             assert (f - centre).abs().max() <= bound * 1.01 + 1e-4, (which, f.min(), f.max())
             assert (f - centre).abs().max() > bound * 0.97, (which, f.min(), f.max())
         assert ks(ours, theirs) < 0.1, which
+
+
+@pytest.mark.slow
+def test_compiled_augment_agrees_with_eager():
+    x, _ = data.synthetic_cifar100(64, 3)
+    aug = A(rotate=15, jitter=(0.2, 0.2, 0.2, 0.05), erase_p=0.5)  # seed 004's recipe
+    eager = aug(x, torch.Generator().manual_seed(0))
+    aug.compile()
+    assert torch.allclose(aug(x, torch.Generator().manual_seed(0)), eager, atol=1e-4)
+    rows = torch.arange(10, 30)
+    assert torch.allclose(aug(x, torch.Generator().manual_seed(0), rows=rows), eager[rows],
+                          atol=1e-4)
