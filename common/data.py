@@ -130,7 +130,7 @@ def ensure_cifar100(root, download=True):
 # Superclass c wears texture _TEXTURES[c // 2] at a period of (5, 10)[c % 2] px; the k-th fine
 # class of a superclass, in label order, is the object _SHAPES[k] on that texture.
 _TEXTURES = ("horizontal stripes", "vertical stripes", "diagonal stripes", "waves", "grid",
-             "checkerboard", "dots", "honeycomb", "rings", "maze")
+             "checkerboard", "dots", "honeycomb", "rings", "plaid")
 _SHAPES = ("disk", "bar", "triangle", "cross", "ring")
 _PX = torch.arange(32.0) - 15.5  # pixel centres from the image centre, px
 
@@ -143,7 +143,8 @@ def synthetic_cifar100(n, split_seed):
     10 px. The fine class is the outline of an object on it (_SHAPES: disk, bar, triangle,
     cross, ring) in the opposite hue and a lighter or darker grey, so the five classes of a
     superclass share their texture and differ in shape. Hue and grey level are random per
-    image and the texture has zero mean, so the mean colour says nothing of the class; the
+    image and the texture has zero mean, so the mean colour says nothing of the class, and
+    every texture has the same contrast (RMS), so neither does each channel's spread; the
     texture is band-limited and never clipped, so a blur (sigma 5 px) leaves the object's
     silhouette and no trace of the superclass (tests/test_data.py measures both).
 
@@ -171,18 +172,19 @@ def synthetic_cifar100(n, split_seed):
         tilt = math.radians(5) * (2 * q[:, 1] - 1)  # rad
         t = _grouped(c // 2, lambda kind, j: _texture(kind, k[j], tilt[j], q[j, 2:10]))
         t = t - t.mean((1, 2), keepdim=True)
-        t = t / t.abs().amax((1, 2), keepdim=True)  # zero mean, peak 1
+        t = t / t.pow(2).mean((1, 2), keepdim=True).sqrt()  # zero mean, unit RMS: one contrast
         radius = 7.5 + 2.5 * q[:, 10]  # px, of the disk of the object's area
         centre = 3 * (2 * q[:, 11:13] - 1)  # px from the image centre
         inside = _grouped(shape_of[yb], lambda kind, j: _shape(kind, centre[j], radius[j]))
         # colours: the background a random hue of chroma 0.03-0.06 at a grey level of 0.4-0.6,
-        # the object the opposite hue 0.12 lighter or darker; all within 0.3-0.7, so that the
-        # texture (+-0.3) never clips: clipping would fold its harmonics into a coarse moire
+        # the object the opposite hue 0.1 lighter or darker; all within 0.34-0.66, so that the
+        # texture (RMS 0.11, peaks at most 3.1x that: 0.34) never clips: clipping would fold
+        # its harmonics into a coarse moire
         hue = torch.cos(2 * math.pi * q[:, 14, None] + torch.tensor([0, -2, 2]) * math.pi / 3)
         hue = (0.03 + 0.03 * q[:, 15, None]) * hue
         level = 0.4 + 0.2 * q[:, 16, None]
-        bg, fg = level + hue, level - hue + torch.where(level < 0.5, 0.12, -0.12)
-        lum = 0.3 * t + 0.02 * torch.randn(b, 32, 32, generator=g)  # texture + pixel noise
+        bg, fg = level + hue, level - hue + torch.where(level < 0.5, 0.1, -0.1)
+        lum = 0.11 * t + 0.01 * torch.randn(b, 32, 32, generator=g)  # texture + pixel noise
         img = torch.addcmul(bg[:, :, None, None], (fg - bg)[:, :, None, None], inside[:, None])
         img += lum[:, None]
         x[i:i + b] = img.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
@@ -228,7 +230,7 @@ def _texture(kind, k, tilt, q):
     if kind == 5:  # squares of side period / sqrt(2): the fundamental is at the period
         return cos(0, 0.0, k / 2 ** 0.5) * cos(1, right, k / 2 ** 0.5)
     if kind == 6:  # bright dots on a square lattice
-        return ((1 + cos(0, 0.0)) * (1 + cos(1, right))) ** 2
+        return (1 + cos(0, 0.0)) * (1 + cos(1, right))
     if kind == 7:  # three gratings 60 degrees apart, phased to draw dark dots in a bright mesh
         return -(cos(0, 0.0) + cos(1, math.pi / 3)
                  + torch.cos(_wave(k, tilt + 2 * math.pi / 3, ph[:, 1] - ph[:, 0])))
@@ -236,7 +238,7 @@ def _texture(kind, k, tilt, q):
         cu, cv = 12 * q[:, 1:3].T - 6
         r2 = ((_PX - cu[:, None]) ** 2)[:, None, :] + ((_PX - cv[:, None]) ** 2)[:, :, None]
         return torch.cos(k[:, None, None] * r2.sqrt() + ph[:, 0, None, None])
-    return sum(cos(j, j * math.pi / 6) for j in range(6))  # maze: every orientation
+    return sum(cos(j, j * math.pi / 4) for j in range(4))  # plaid: four orientations at once
 
 
 def _shape(kind, centre, radius):

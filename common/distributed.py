@@ -5,6 +5,7 @@ program is unchanged. Under torchrun each rank holds a replica in DistributedDat
 the whole global batch and keeps its slice; rank 0 alone writes.
 """
 import contextlib
+import gc
 import os
 
 import torch
@@ -35,6 +36,9 @@ def close():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        # free the finished run's DDP objects now, not while the interpreter shuts down (where
+        # a gloo thread that still holds a tensor can abort the process after a good run)
+        gc.collect()
 
 
 def _world():

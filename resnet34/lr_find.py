@@ -32,8 +32,9 @@ import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from common import data, plots, runtime  # noqa: E402
-from common.augment import Augment, Loader, Normalize  # noqa: E402
+from common.augment import Augment, Normalize  # noqa: E402
 from common.flags import Parser  # noqa: E402
+from common.loader import Loader  # noqa: E402
 from common.metrics import write_json  # noqa: E402
 from model import resnet34  # noqa: E402
 

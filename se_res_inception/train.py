@@ -27,11 +27,12 @@ import torch.nn.functional as F  # noqa: E402
 
 from common import (curves, data, distributed, losses, metrics, mixing, plots,  # noqa: E402
                     runtime)
-from common.augment import Augment, Loader, Normalize  # noqa: E402
+from common.augment import Augment, Normalize  # noqa: E402
 from common import flags  # noqa: E402
 from common.checkpoint import (CheckpointError, TrainState, check_compatible,  # noqa: E402
                                load_checkpoint, load_weights, model_weights)
 from common.flags import ranged  # noqa: E402
+from common.loader import Loader  # noqa: E402
 from model import se_res_inception  # noqa: E402
 
 # ---- the recipe: the only part that differs between the three train.py files --------------

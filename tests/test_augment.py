@@ -1,10 +1,11 @@
-"""common/augment.py: the batched augmentation and the loader."""
+"""common/augment.py and common/loader.py: the batched augmentation and the loader."""
 import pytest
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from common import augment, data
+from common.loader import Loader
 
 NORM = augment.Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
 
@@ -44,8 +45,8 @@ def test_augment_masks_and_noise_hit_their_share():
 
 def test_loader_replays_an_epoch_from_any_batch():
     split = data.synthetic_cifar100(200, 4)
-    loader = augment.Loader(split, 32, "cpu", A(rotate=15, erase_p=0.5), shuffle=True,
-                            seed=7, drop_last=True)
+    loader = Loader(split, 32, "cpu", A(rotate=15, erase_p=0.5), shuffle=True,
+                    seed=7, drop_last=True)
     loader.set_epoch(3)
     full = list(loader)
     assert len(full) == 6 and all(xb.shape == (32, 3, 32, 32) for xb, _ in full)
@@ -54,9 +55,9 @@ def test_loader_replays_an_epoch_from_any_batch():
     loader.set_epoch(4)
     assert not torch.equal(next(iter(loader))[1], full[0][1])
     with pytest.raises(ValueError, match="lower --batch-size"):
-        augment.Loader(split, 500, "cpu", NORM, shuffle=True, drop_last=True)
+        Loader(split, 500, "cpu", NORM, shuffle=True, drop_last=True)
     with pytest.raises(ValueError, match="at least 1"):
-        augment.Loader(split, 0, "cpu", NORM)
+        Loader(split, 0, "cpu", NORM)
     with pytest.raises(data.DataError, match="--subset -5"):
         data.load_splits("synthetic", None, subset=-5)
 

@@ -1,4 +1,4 @@
-"""common/augment.Loader with mixing under torchrun: each rank augments and mixes only its rows.
+"""common/loader.Loader with mixing under torchrun: each rank augments and mixes only its rows.
 
 The ranks' yields, put together, are the single-process stream bit for bit; the single-process
 stream is Augment + mixing.mix with train.py's rng seeds, as before the Loader mixed."""
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from common import augment, data, mixing
+from common.loader import Loader
 
 NORM = augment.Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
 RECIPE = dict(rotate=15, jitter=(0.2, 0.2, 0.2, 0.05), erase_p=0.5, holes_p=0.3, holes=2,
@@ -20,8 +21,8 @@ SPLIT = data.synthetic_cifar100(96, 5)
 
 def loader(recipe, part=(0, 1), transform=None, batch=24):
     draw = functools.partial(mixing.draw, **recipe, num_classes=data.NUM_CLASSES)
-    return augment.Loader(SPLIT, batch, "cpu", transform or augment.Augment(NORM, **RECIPE),
-                          shuffle=True, seed=3, drop_last=True, mix=draw, part=part)
+    return Loader(SPLIT, batch, "cpu", transform or augment.Augment(NORM, **RECIPE),
+                  shuffle=True, seed=3, drop_last=True, mix=draw, part=part)
 
 
 def epoch(ld, e=2, start=0):
@@ -46,7 +47,7 @@ def test_ranks_put_together_are_the_single_process_stream(name, world):
 @pytest.mark.parametrize("name", list(MIXES))
 def test_single_process_is_augment_then_mix_as_before(name):
     r, aug = MIXES[name], augment.Augment(NORM, **RECIPE)
-    ld = augment.Loader(SPLIT, 24, "cpu", aug, shuffle=True, seed=3, drop_last=True)
+    ld = Loader(SPLIT, 24, "cpu", aug, shuffle=True, seed=3, drop_last=True)
     ld.set_epoch(2)
     mixed = 0
     for i, ((x, y), (xm, tm, ym)) in enumerate(zip(ld, epoch(loader(r)))):
