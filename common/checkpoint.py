@@ -21,8 +21,9 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it load
                           evaluate.py / gradcam.py / app.py find the data and model from them
     rng                   per rank: Python, numpy, torch (and its GPU's) generator states
 
-load_model also reads two other layouts: a bare state dict (the factory's default arguments) and
-the `{"model_state_dict": ...}` dicts the source projects save (seeds 000 and 003).
+load_checkpoint also reads two other layouts, as the same dict with arch None: a bare state dict
+and the `{"model_state_dict": ...}` dicts that the SE-Res-Inception and Enhanced ResNet34 projects
+save. inference.load_model rebuilds a network from any of them.
 """
 import os
 import random
@@ -80,7 +81,8 @@ def copy_checkpoint(src, dst):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Load with weights_only=True; a missing, truncated or foreign file raises CheckpointError."""
+    """Load with weights_only=True -> a dict in this module's layout (another layout: arch None,
+    args {}); a missing, truncated or foreign file raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first or pass --checkpoint PATH")
@@ -89,67 +91,26 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({first[:200]}); it may be "
-                              "truncated or corrupt: use another one, e.g. best.pt") from None
-    return ckpt
-
-
-def load_model(path, factory, ema=False, args_of_state=None, device="cpu"):
-    """Rebuild `factory(**model_args)` from a checkpoint -> (model in eval mode on `device`, the
-    checkpoint as a dict in this module's layout). The checkpoint's arch must be the factory's
-    name. ema: the EMA weights instead. args_of_state(state_dict) -> model_args, for files that
-    carry no model_args (a bare state dict); without it they get the factory's defaults."""
-    arch = factory.__name__
-    ckpt = load_checkpoint(path)
-    if not (isinstance(ckpt, dict) and "arch" in ckpt and "model" in ckpt):
-        state = model_weights(ckpt, path)
-        model_args = args_of_state(state) if args_of_state else {}
-        ckpt = {"arch": arch, "model_args": model_args, "args": {}, "model": state}
-    if ckpt["arch"] != arch:
-        raise CheckpointError(f"{path} holds a {ckpt['arch']!r} model; use the scripts of that "
-                              f"model's folder (these rebuild {arch})")
-    state = ckpt["model"]
-    if ema:
-        if not ckpt.get("ema"):
-            raise CheckpointError(f"{path} has no EMA weights; drop --ema or train with --ema")
-        # AveragedModel keeps the network under "module." next to its "n_averaged" counter
-        state = {k[7:]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
-    model = factory(**ckpt.get("model_args", {}))
-    load_weights(model, state, f"{path}", f"{arch}({ckpt.get('model_args', {})})")
-    return model.to(device).eval(), ckpt
-
-
-def load_weights(model, state, path, what):
-    """model.load_state_dict(state), or a CheckpointError that names the keys and shapes that
-    do not match (at most three of each kind): `path` does not fit `what`."""
-    ours = model.state_dict()
-    missing = [k for k in ours if k not in state]
-    extra = [k for k in state if k not in ours]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
-              if k in state and torch.is_tensor(state[k]) and state[k].shape != v.shape]
-    if missing or extra or shapes:
-        show = lambda names: ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")  # noqa
-        kinds = (("missing", missing), ("unexpected", extra),
-                 ("of another shape (file vs model)", shapes))
-        raise CheckpointError(f"{path} does not fit {what}: " + "; ".join(
-            f"{len(names)} {label}: {show(names)}" for label, names in kinds if names))
-    model.load_state_dict(state)
-
-
-def model_weights(obj, path="the file"):
-    """The network's state dict in any of the three layouts: ours ("model"), a bare state dict,
-    {"model_state_dict": ...}; wrapper prefixes ("module." of DataParallel/DDP, "_orig_mod." of
-    torch.compile) removed."""
-    if isinstance(obj, dict) and "arch" in obj and isinstance(obj.get("model"), dict):
-        return obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
-        obj = obj["model_state_dict"]
-    if not (isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values())):
+                              "truncated or corrupt: use another one, e.g. last.pt") from None
+    if isinstance(ckpt, dict) and "arch" in ckpt and isinstance(ckpt.get("model"), dict):
+        return ckpt
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("model_state_dict"), dict):
+        ckpt = ckpt["model_state_dict"]
+    if not (isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values())):
         raise CheckpointError(f"{path} holds neither a training checkpoint, a state dict nor a "
                               "{'model_state_dict': ...} dict")
-    for prefix in ("module.", "_orig_mod."):
-        if all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj
+    for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP's, torch.compile's wrappers
+        if all(k.startswith(prefix) for k in ckpt):
+            ckpt = {k[len(prefix):]: v for k, v in ckpt.items()}
+    return {"arch": None, "model": ckpt, "args": {}}
+
+
+def load_weights(model, state, what):
+    """model.load_state_dict(state), or a one-line CheckpointError naming what differs."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every missing, unexpected and misshapen key
+        raise CheckpointError(f"{what} does not fit: {' '.join(str(e).split())[:400]}") from None
 
 
 def check_compatible(ckpt, **expected):
@@ -171,6 +132,8 @@ def rng_state(device=None):
                        "has_gauss": has_gauss, "cached": cached}}
     if device is not None and torch.device(device).type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    if device is not None and torch.device(device).type == "mps":  # dropout masks on a Mac
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -188,18 +151,40 @@ def set_rng_state(state, device=None):
         cuda = cuda[index] if index < len(cuda) else None
     if cuda is not None and device is not None and torch.device(device).type == "cuda":
         torch.cuda.set_rng_state(cuda.cpu(), device)
+    if state.get("mps") is not None and device is not None and torch.device(device).type == "mps":
+        torch.mps.set_rng_state(state["mps"].cpu())
+
+
+def _map(obj, fn):
+    """obj's tree (dicts, lists, tuples) with fn(tensor) in place of each tensor."""
+    if torch.is_tensor(obj):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return [_map(v, fn) for v in obj] if isinstance(obj, (list, tuple)) else obj
 
 
 def to_host(obj):
-    """A copy of a checkpoint's tree with every tensor copied to the CPU: a snapshot that training
-    may go on changing in place while a thread writes it."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: to_host(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_host(v) for v in obj]
-    return obj
+    """-> (a copy of a checkpoint's tree with every tensor on the CPU, wait): a snapshot that
+    training may go on changing in place; wait() returns once it is complete.
+
+    The tensors of each (device, dtype) are packed into one buffer and copied in one transfer,
+    into pinned memory on CUDA, which the host does not wait for: one copy per tensor (~180
+    for a ResNet with its optimizer) would each make the host wait for the GPU.
+    """
+    groups, events = {}, []
+    _map(obj, lambda t: groups.setdefault((t.device, t.dtype), []).append(t.detach()))
+    for key, tensors in groups.items():
+        cuda = key[0].type == "cuda"
+        flat = torch.cat([t.reshape(-1) for t in tensors])  # on the tensors' device
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=cuda)
+        host.copy_(flat, non_blocking=cuda)
+        if cuda:
+            events.append(torch.cuda.Event())
+            events[-1].record()
+        groups[key] = iter(host.split([t.numel() for t in tensors]))
+    copy = _map(obj, lambda t: next(groups[(t.device, t.dtype)]).view(t.shape))
+    return copy, lambda: [event.synchronize() for event in events]
 
 
 class TrainState:
@@ -267,12 +252,13 @@ class TrainState:
         if self.rank == 0:
             self.wait()
             paths = [Path(out_dir) / n for n in names]
-            self._writer = threading.Thread(target=self._write, args=(to_host(state), paths))
+            self._writer = threading.Thread(target=self._write, args=(*to_host(state), paths))
             self._writer.start()
         return time.perf_counter() - start
 
-    def _write(self, state, paths):
+    def _write(self, state, copied, paths):
         try:
+            copied()  # the copy to the host is complete
             save_checkpoint(state, paths[0])
             for path in paths[1:]:  # best.pt, epoch_N.pt: links to the same file
                 copy_checkpoint(paths[0], path)

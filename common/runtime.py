@@ -26,6 +26,25 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+def check_device(args, device):
+    """Refuse, in one line, what Apple's MPS device cannot do; the rest of the loop has MPS
+    kernels in torch 2.6+ and keeps to float32 and integer tensors (MPS has no float64).
+    Checked against torch's MPS kernel list and issue tracker, not on a Mac (README.md)."""
+    if device.type != "mps":
+        return
+    problem = ("--compile: torch.compile's MPS backend is a prototype" if args.compile else
+               "--channels-last: BatchNorm on MPS computes wrong gradients in that layout"
+               if args.channels_last else
+               "--amp fp16: loss scaling on MPS needs torch 2.8 or newer"
+               if args.amp == "fp16" and _version() < (2, 8) else None)
+    if problem:
+        raise ValueError(f"{problem}; drop the flag, or use --device cpu")
+
+
+def _version():
+    return tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+
+
 def amp_dtype(name, device):
     """auto = bf16 on CUDA GPUs that compute it natively (compute capability 8.0+: A100, A10G,
     RTX 30xx, H100), fp16 with loss scaling on older ones (T4, V100); off on CPU and MPS, where
@@ -39,11 +58,13 @@ def amp_dtype(name, device):
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def build_optimizer(args, params):
+def build_optimizer(args, params, device=None):
+    """SGD or AdamW; on CUDA the fused kernels (one launch for all parameters, same update)."""
+    fused = getattr(device, "type", None) == "cuda" or None  # None: torch's default (foreach)
     if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, fused=fused,
                                nesterov=args.nesterov, weight_decay=args.weight_decay)
-    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=fused)
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):
