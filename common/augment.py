@@ -117,9 +117,9 @@ class Augment:
             x = self._jitter(x, lambda n: next(draws))
         u = p["u"]
         if self.noise_p:
-            std = self.noise_std[0] + p["std"] * (self.noise_std[1] - self.noise_std[0])
+            sigma = self.noise_std[0] + p["std"] * (self.noise_std[1] - self.noise_std[0])
             use = (u >= self.holes_p) & (u < self.holes_p + self.noise_p)
-            x = (x + (use * std)[:, None, None, None] * p["noise"]).clamp_(0, 1)
+            x = (x + (use * sigma)[:, None, None, None] * p["noise"]).clamp_(0, 1)
         x = (x - mean) / std
         keep = torch.ones(B, 1, H, W, device=dev)
         if self.holes_p:

@@ -81,8 +81,9 @@ def copy_checkpoint(src, dst):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Load with weights_only=True -> a dict in this module's layout (another layout: arch None,
-    args {}); a missing, truncated or foreign file raises CheckpointError."""
+    """Load with weights_only=True -> a dict; a bare state dict or the source projects'
+    {"model_state_dict": ...} comes back in this module's layout with arch None. A missing,
+    truncated or foreign file raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first or pass --checkpoint PATH")
@@ -92,21 +93,21 @@ def load_checkpoint(path, map_location="cpu"):
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({first[:200]}); it may be "
                               "truncated or corrupt: use another one, e.g. last.pt") from None
-    if isinstance(ckpt, dict) and "arch" in ckpt and isinstance(ckpt.get("model"), dict):
-        return ckpt
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model_state_dict"), dict):
-        ckpt = ckpt["model_state_dict"]
-    if not (isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values())):
-        raise CheckpointError(f"{path} holds neither a training checkpoint, a state dict nor a "
-                              "{'model_state_dict': ...} dict")
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint's dict")
+    state = ckpt.get("model_state_dict", ckpt)
+    if not (isinstance(state, dict) and state and all(map(torch.is_tensor, state.values()))):
+        return ckpt  # ours (or another dict, which the reader checks)
     for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP's, torch.compile's wrappers
-        if all(k.startswith(prefix) for k in ckpt):
-            ckpt = {k[len(prefix):]: v for k, v in ckpt.items()}
-    return {"arch": None, "model": ckpt, "args": {}}
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return {"arch": None, "model": state, "args": {}}
 
 
 def load_weights(model, state, what):
     """model.load_state_dict(state), or a one-line CheckpointError naming what differs."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what} holds no network weights")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:  # torch lists every missing, unexpected and misshapen key

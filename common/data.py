@@ -148,6 +148,9 @@ def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, do
     by `subset`. val_split: hold out that many training images, drawn the same way.
     The synthetic set is drawn at the size asked for (50,000 training, 10,000 test images).
     """
+    for flag, n in (("--subset", subset), ("--test-subset", test_subset)):
+        if n < 0:
+            raise DataError(f"{flag} {n}: use 0 (every image) or a positive count")
     test_masks = None
     if dataset == "synthetic":
         train = synthetic_cifar100(subset or 50_000, 1)

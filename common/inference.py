@@ -18,8 +18,11 @@ def load_model(ckpt, factory, path, ema=False, args_of_state=None, device="cpu")
     `device`. Our checkpoints name their arch, which must be the factory's name; another layout
     (arch None) gets args_of_state(state dict) as model_args, or the factory's defaults.
     ema: the exponential moving average's weights instead of the model's."""
-    arch, state = factory.__name__, ckpt["model"]
-    if ckpt["arch"] not in (None, arch):
+    arch, state = factory.__name__, ckpt.get("model")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds neither a training checkpoint, a state dict nor a "
+                         "{'model_state_dict': ...} dict")
+    if ckpt.get("arch") not in (None, arch):
         raise ValueError(f"{path} holds a {ckpt['arch']!r} model; use the scripts of that "
                          f"model's folder (these rebuild {arch})")
     if ema:

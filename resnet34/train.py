@@ -165,9 +165,9 @@ def make_loaders(args, device, rank=0, world=1):
 def initial_weights(model, path, fingerprint):
     """--init: load the network weights of a checkpoint of the same architecture (any layout)."""
     ck = load_checkpoint(path)
-    if ck["arch"] is not None:  # ours: the fingerprint says what it is
+    if ck.get("arch") is not None:  # ours: the fingerprint says what it is
         check_compatible(ck, **{k: fingerprint[k] for k in ("arch", "num_classes", "model_args")})
-    load_weights(model, ck["model"], f"--init {path}")
+    load_weights(model, ck.get("model"), f"--init {path}")
 
 
 def summarize(tracker, best, select):
