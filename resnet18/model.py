@@ -36,18 +36,18 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers=(2, 2, 2, 2), num_classes=100, dropout=0.3):
+    def __init__(self, layers=(2, 2, 2, 2), num_classes=100, dropout=0.3, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # CIFAR stem: no stride, no max-pool
-        self.bn1 = nn.BatchNorm2d(64)
-        widths, self.in_planes = (64, 128, 256, 512), 64
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)  # CIFAR stem: stride 1, no pool
+        self.bn1 = nn.BatchNorm2d(width)
+        widths, self.in_planes = (width, 2 * width, 4 * width, 8 * width), width
         self.layer1 = self._make_layer(widths[0], layers[0], stride=1)
         self.layer2 = self._make_layer(widths[1], layers[1], stride=2)
         self.layer3 = self._make_layer(widths[2], layers[2], stride=2)
         self.layer4 = self._make_layer(widths[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -68,8 +68,9 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(x))         # (B, num_classes)
 
 
-def resnet18(num_classes=100, dropout=0.3):
-    return ResNet((2, 2, 2, 2), num_classes, dropout)
+def resnet18(num_classes=100, dropout=0.3, width=64):
+    """width: channels of layer1 (the paper's 64; each later stage doubles them)."""
+    return ResNet((2, 2, 2, 2), num_classes, dropout, width)
 
 
 def count_flops(model, x):

@@ -128,10 +128,23 @@ def evaluate(model, loader):
     for x, y in loader:                             # counts below 2^24 exactly
         logits = model(x).float()
         hit = logits.topk(5, dim=1).indices == y[:, None]
-        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum"), hit[:, 0].sum(),
-                             hit.any(1).sum(), torch.tensor(len(y), device=y.device)])
-    loss, top1, top5 = (distributed.sum_over_ranks(sums)[:3] / sums[3]).tolist()
-    return {"loss": loss, "top1": 100 * top1, "top5": 100 * top5}
+        sums[:3] += torch.stack([F.cross_entropy(logits, y, reduction="sum"), hit[:, 0].sum(),
+                                 hit.any(1).sum()])
+        sums[3] += len(y)
+    loss, top1, top5, n = distributed.sum_over_ranks(sums).tolist()  # divided on the host
+    return {"loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
+
+
+def evaluate_all(model, ema, loaders):
+    """{"val"/"test"/"ema_val"/"ema_test": evaluate(...)} at the end of an epoch. Under torchrun
+    rank 0's BatchNorm statistics go to every rank first: evaluation uses the weights it saves."""
+    distributed.broadcast_buffers(model)
+    results = {name: evaluate(model, loader) for name, loader in loaders.items()}
+    if ema is not None:
+        distributed.broadcast_buffers(ema.module)  # not AveragedModel's counter: on the CPU
+        results.update({f"ema_{name}": evaluate(ema.module, loader)
+                        for name, loader in loaders.items()})
+    return results
 
 
 def make_loaders(args, device, rank=0, world=1):
@@ -277,22 +290,17 @@ def main(args):
                         print(f"interrupted: saved {out / 'last.pt'} at epoch {epoch + 1} batch "
                               f"{i + 1}/{steps}; continue with --resume")
                         return None
-            distributed.sum_over_ranks(sums)
-            train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
-            train_time = time.time() - t0  # .item() above waited for the GPU
-            distributed.broadcast_buffers(model)  # evaluate rank 0's BatchNorm statistics
-            results = {name: evaluate(eval_model, loader) for name, loader in eval_loaders.items()}
-            if ema is not None:  # only the network's buffers: AveragedModel's count is on the CPU
-                distributed.broadcast_buffers(ema.module)
-                results.update({f"ema_{name}": evaluate(ema.module, loader)
-                                for name, loader in eval_loaders.items()})
+            loss_sum, correct, images = distributed.sum_over_ranks(sums).tolist()
+            train_loss, train_acc = loss_sum / images, 100 * correct / images
+            train_time = time.time() - t0  # .tolist() above waited for the GPU
+            results = evaluate_all(eval_model, ema, eval_loaders)
             if not all(map(math.isfinite, [train_loss] + [r["loss"] for r in results.values()])):
                 raise FloatingPointError(
                     f"the loss became non-finite in epoch {epoch + 1}; nothing of that epoch was "
                     f"saved and {out / 'last.pt'} holds epoch {epoch}: lower --lr or set "
                     "--clip-grad")
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                   "train_images": sums[2].item(), "train_time": train_time,
+                   "train_images": images, "train_time": train_time,
                    **{f"{name}_{k}": r[k] for name, r in results.items() for k in r},
                    "peak_mem_mb": runtime.peak_memory_mb(device)}
             tracker.append(**row)

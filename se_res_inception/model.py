@@ -78,8 +78,10 @@ class DropPath(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) < keep  # (B,1,1,1)
-        return x * mask / keep
+        # drawn in float32 whatever autocast's dtype: in bf16 the uniforms (and so the
+        # probabilities) snap to a grid of 2^-8
+        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep  # (B,1,1,1)
+        return x * mask.to(x.dtype) / keep
 
     def extra_repr(self):
         return f"p={self.p:.3f}"

@@ -54,8 +54,9 @@ elif scenario == "eval":
     _, _, loaders = train.make_loaders(args, device, rank, world)
     torch.manual_seed(0)
     model = train.build_model(args)[0]
-    result = train.evaluate(model, loaders["test"], None)
-    torch.save({"result": result, "images": len(loaders["test"].x)}, out / f"eval_rank{rank}.pt")
+    result = train.evaluate(model, loaders["test"])
+    images = sum(len(y) for _, y in loaders["test"])  # this rank's share
+    torch.save({"result": result, "images": images}, out / f"eval_rank{rank}.pt")
 elif scenario == "syncs":
     import collections
     import json
