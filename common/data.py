@@ -139,7 +139,7 @@ def synthetic_cifar100(n, split_seed, masks=False):
 
 # ----------------------------------------------------------------------------- splits
 def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, download=True,
-                masks=False):
+                masks=False, train=True):
     """-> {"train", "val" (None without val_split), "test": (x, y) uint8 images on the CPU,
     "test_masks": the synthetic test objects' pixels (masks=True) or None, "sizes": a line}.
 
@@ -147,24 +147,31 @@ def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, do
     each class (one more for some where it does not divide); the test split is never shrunk
     by `subset`. val_split: hold out that many training images, drawn the same way.
     The synthetic set is drawn at the size asked for (50,000 training, 10,000 test images).
+    train=False: the test split alone (for evaluation), train and val None.
     """
     for flag, n in (("--subset", subset), ("--test-subset", test_subset)):
         if n < 0:
             raise DataError(f"{flag} {n}: use 0 (every image) or a positive count")
     test_masks = None
+    wanted = train  # the flag; `train` names the split below
     if dataset == "synthetic":
-        train = synthetic_cifar100(subset or 50_000, 1)
+        train = synthetic_cifar100(subset or 50_000, 1) if wanted else None
         *test, test_masks = synthetic_cifar100(test_subset or 10_000, 2, masks=True)
         of = {"train": 50_000, "test": 10_000}
     elif dataset == "cifar100":
         data_dir = DEFAULT_DATA_DIR if data_dir is None else data_dir
         ensure_cifar100(data_dir, download)
-        train, test = read_cifar100(data_dir, True), read_cifar100(data_dir, False)
-        of = {"train": len(train[1]), "test": len(test[1])}
-        train, test = _take(train, subset, "--subset"), _take(test, test_subset, "--test-subset")
+        train = read_cifar100(data_dir, True) if wanted else None
+        test = read_cifar100(data_dir, False)
+        of = {"train": len(train[1]) if wanted else None, "test": len(test[1])}
+        train = _take(train, subset, "--subset") if wanted else None
+        test = _take(test, test_subset, "--test-subset")
     else:
         raise DataError(f"unknown dataset {dataset!r}; use cifar100 or synthetic")
     val = None
+    if not wanted:
+        return {"train": None, "val": None, "test": tuple(test), "test_masks": test_masks if masks
+                else None, "sizes": f"test {len(test[1]):,} of {of['test']:,}"}
     if val_split:
         if not 0 < val_split < len(train[1]):
             raise DataError(f"--val-split {val_split} must be between 1 and {len(train[1]) - 1}, "

@@ -1,10 +1,9 @@
 """torchrun: everything distributed is here, and in the few lines of train.py that call it.
 
-Under plain `python` every function is a no-op (or returns its input), so the single-process
-program is unchanged. Under torchrun each rank holds a replica in DistributedDataParallel and
-trains on its slice of every global batch; rank 0 alone writes. CIFAR100_FORCE_DDP=1 makes a
-one-process torchrun job set up the process group and DDP all the same, so that one GPU (or the
-CPU, over gloo) can check the whole distributed path.
+Under plain `python` every function is a no-op (or returns its input). Under torchrun each rank
+holds a replica in DistributedDataParallel and trains on its slice of every global batch; rank 0
+alone writes. CIFAR100_FORCE_DDP=1 sets up the process group and DDP in a one-process torchrun
+job too, so that one GPU (or the CPU, over gloo) can check the whole distributed path.
 """
 import contextlib
 import datetime
@@ -18,8 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 def init(device):
     """-> (rank, world size, this rank's device). Plain `python`: (0, 1, device). Under torchrun
-    (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): join the process group -- NCCL
-    with one GPU per rank (LOCAL_RANK) on CUDA, gloo on the CPU."""
+    (RANK, WORLD_SIZE, LOCAL_RANK set): join the group, NCCL with one GPU a rank, or gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not _forced():
         return 0, 1, device
     if device.type == "mps":
@@ -33,9 +31,8 @@ def init(device):
 
 
 def close():
-    """Leave the process group once every rank is done (a rank that tears the group down while
-    another still uses it can abort the job). Only on success: after an error the process just
-    exits, and torchrun ends the other ranks."""
+    """Leave the process group once every rank is done (a rank that leaves while another still
+    uses it can abort the job). After an error the process just exits; torchrun ends the rest."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -80,8 +77,8 @@ def gather_objects(obj):
 
 
 def broadcast_buffers(module):
-    """Rank 0's buffers (BatchNorm running statistics) to every rank: each rank's forward
-    updates them from its own slice, and evaluation must use the weights rank 0 saves."""
+    """Rank 0's buffers (BatchNorm statistics, which each rank updates from its own slice) to
+    every rank: evaluation uses the weights rank 0 saves."""
     if _grouped():
         for b in module.buffers():
             dist.broadcast(b, 0)
@@ -102,12 +99,10 @@ def data_parallel(model, device, sync_bn=False):
 @contextlib.contextmanager
 def local_rank_zero_first():
     """`with local_rank_zero_first(): load or download the data`: on each machine local rank 0
-    runs the block first (a download, its checksum) and the other ranks only after it, so they
-    never write the same files at once. A no-op in a single process. Should rank 0 fail, it
-    exits and torchrun ends the ranks that wait."""
+    runs the block first (a download, its checksum), the others after it, so no two write the
+    same files. The wait has a group of its own (gloo: any device) and a timeout of 2 hours: a
+    download may outlast the default group's 10 minutes. Should rank 0 fail, torchrun ends all."""
     leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    # the wait has a timeout of its own: a download can take longer than the default group's
-    # 10 minutes. gloo works on any device and only carries this barrier.
     group = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=2)) \
         if _grouped() else None
     if group is not None and not leader:

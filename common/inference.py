@@ -4,7 +4,7 @@ gradcam.py, evaluate_superclass.py and app.py need:
 
     ckpt = load_checkpoint(path)                                # common/checkpoint.py
     model = load_model(ckpt, resnet18, path, device=device)     # the network, in eval mode
-    x, y = data.load_splits(**data_of(ckpt))["test"]            # the test images it was scored on
+    x, y = data.load_splits(**data_of(ckpt), train=False)["test"]  # what it was scored on
     probs = predict(model, x, normalize, device)                # (N, 100) softmax on the CPU
 """
 from pathlib import Path

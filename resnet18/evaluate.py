@@ -75,7 +75,7 @@ def main(args):
         fine_names, coarse_names = class_names(where["dataset"])
         if args.image:
             return classify_image(model, args.image, normalize, device, args.tta, fine_names)
-        x, y = load_splits(**where)["test"]
+        x, y = load_splits(**where, train=False)["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out_dir or Path(args.checkpoint).parent / "eval")

@@ -94,7 +94,7 @@ def main(args):
         where = data_of(ckpt, args.dataset, args.data_dir, args.test_subset)
         names = class_names(where["dataset"])[0]
         classes = parse_classes(args.classes, names) if args.classes else range(len(names))
-        splits = load_splits(**where, masks=True)
+        splits = load_splits(**where, masks=True, train=False)
         x, y = splits["test"]
         gradcam_maps(model, layer, x[:1], normalize)  # fail early on a layer without maps
     except (CheckpointError, DataError, ValueError) as e:

@@ -1,11 +1,12 @@
 """CIFAR ResNet-18 (He et al. 2016, "Deep Residual Learning for Image Recognition",
 arXiv:1512.03385).
 
-Adapted to 32x32 inputs as in seed 004: the 7x7 stride-2 stem and its max-pool are replaced by one
-3x3 stride-1 conv, so layer1 works at 32x32 and layer4 at 4x4; a dropout of 0.3 sits before the
-classifier. Module names follow torchvision, so torchvision's `resnet18(num_classes=100)` with its
-stem swapped for a 3x3 conv and its max-pool removed has the same state-dict keys and shapes.
-11,220,132 parameters.
+Adapted to 32x32 inputs as in the "ResNet-18 — CIFAR-100 Classification (From Scratch,
+150 Epochs)" project: the 7x7 stride-2 stem and its max-pool are replaced by one 3x3 stride-1
+conv, so layer1 works at 32x32 and layer4 at 4x4; a dropout of 0.3 sits before the classifier.
+Module names follow torchvision, so torchvision's `resnet18(num_classes=100)` with its stem
+swapped for a 3x3 conv and its max-pool removed has the same state-dict keys and shapes.
+11,220,132 parameters; `width` narrows every stage (64, the paper's), for quick CPU runs.
 """
 import torch
 import torch.nn as nn
@@ -83,7 +84,7 @@ def count_flops(model, x):
 
 
 def summary(model):
-    """Parameters, FLOPs, output shape per stage and seed 004's receptive-field table."""
+    """Parameters, FLOPs, output shape per stage and the write-up's receptive-field table."""
     x = torch.zeros(1, 3, 32, 32)
     n = sum(p.numel() for p in model.parameters())
     macs = count_flops(model, x)

@@ -56,10 +56,14 @@ RENAMED = {"seed004": "onecycle-150-cutmix", "seed002": "step-100"}  # names bef
 def add_model_args(g):
     g.add_argument("--dropout", type=ranged(float, 0, 1, hi_open=True),
                    help="before the classifier")
+    g.add_argument("--width", type=ranged(int, 1, 512), default=64,
+                   help="channels of layer1, doubled by each later stage (the paper's 64)")
 
 
 def build_model(args):
     model_args = {"num_classes": data.NUM_CLASSES, "dropout": args.dropout}
+    if args.width != 64:  # stored only when narrower: checkpoints of 64 stay as they were
+        model_args["width"] = args.width
     return resnet18(**model_args), model_args
 
 

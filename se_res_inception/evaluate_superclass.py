@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from common import plots, runtime  # noqa: E402
 from common.augment import Normalize  # noqa: E402
 from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_TO_COARSE, NUM_CLASSES,  # noqa: E402
+from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_TO_COARSE,  # noqa: E402
                          DataError, class_names, load_splits)
 from common.flags import Parser, ranged  # noqa: E402
 from common.inference import data_of, load_model, predict  # noqa: E402
@@ -71,7 +71,7 @@ def main(args):
         coarse_names = class_names(where["dataset"])[1]
         # subset: the training split goes unused, and the synthetic one is drawn at the size
         # asked for (its whole 50,000 images would take half a minute on 2 cores)
-        x, y = load_splits(**where, subset=NUM_CLASSES)["test"]
+        x, y = load_splits(**where, train=False)["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)

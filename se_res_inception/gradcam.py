@@ -39,7 +39,7 @@ ARGS_OF_STATE = None  # a bare state dict gets the factory's default arguments
 
 def auto_layer(model):
     """the last Inception block, inception9 (8x8 maps); for a network without one, the
-    second-to-last top-level module (the seed's fallback)"""
+    second-to-last top-level module (the project's fallback)"""
     blocks = [n for n, m in model.named_modules() if isinstance(m, ResInceptionBlock)]
     return blocks[-1] if blocks else list(dict(model.named_children()))[-2]
 
@@ -96,7 +96,7 @@ def main(args):
         where = data_of(ckpt, args.dataset, args.data_dir, args.test_subset)
         names = class_names(where["dataset"])[0]
         classes = parse_classes(args.classes, names) if args.classes else range(len(names))
-        splits = load_splits(**where, masks=True)
+        splits = load_splits(**where, masks=True, train=False)
         x, y = splits["test"]
         gradcam_maps(model, layer, x[:1], normalize)  # fail early on a layer without maps
     except (CheckpointError, DataError, ValueError) as e:

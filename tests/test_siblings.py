@@ -1,5 +1,5 @@
 """The sibling scripts of the three folders: outside their docstring, the model import and a
-marked block at the top, they are identical, so a fix in one is a fix in all (STYLE.md rule 5)."""
+marked block at the top, they are identical, so a fix in one is a fix in all (CONTRIBUTING.md)."""
 import re
 
 import pytest
