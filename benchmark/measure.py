@@ -41,7 +41,7 @@ from common import data, runtime  # noqa: E402
 from common.augment import Normalize  # noqa: E402
 from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from common.flags import Parser, ranged  # noqa: E402
-from common.inference import data_of, load_model, predict  # noqa: E402
+from common.inference import data_of, load_model, predict, stats_of  # noqa: E402
 from common.metrics import MetricsTracker, write_json  # noqa: E402
 from common.report import superclass_accuracy  # noqa: E402
 
@@ -140,7 +140,7 @@ def main(args):
     dtype = runtime.amp_dtype(run.get("amp", "auto"), device)
     channels_last = (device.type == "cuda" if run.get("channels_last") is None
                      else run["channels_last"])
-    normalize = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
+    normalize = Normalize(*stats_of(ckpt, (data.CIFAR100_MEAN, data.CIFAR100_STD)))
     to_input = ((lambda xb: normalize(xb).contiguous(memory_format=torch.channels_last))
                 if channels_last else normalize)
     model = model.to(device, memory_format=torch.channels_last if channels_last

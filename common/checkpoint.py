@@ -1,29 +1,26 @@
-"""Checkpoints that survive crashes, load without unpickling code, and rebuild their model; and
-TrainState, the whole training state that train.py saves and --resume restores.
+"""Checkpoints that survive crashes and load without unpickling code; TrainState, the whole
+training state that train.py saves and --resume restores.
 
-A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so it loads with
-`torch.load(..., weights_only=True)`. TrainState writes it (rank 0 only, atomically); its keys:
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts: it loads with
+`torch.load(..., weights_only=True)`. TrainState writes it (rank 0, atomically); its keys:
 
     format                CHECKPOINT_FORMAT; --resume refuses another (the weights still load)
-    arch, num_classes,    the run's fingerprint: --resume refuses a checkpoint whose fingerprint
-    dataset, model_args   differs (check_compatible); load_model rebuilds factory(**model_args)
+    arch, num_classes,    the run's fingerprint: --resume and --init refuse another
+    dataset, model_args   (check_compatible); inference.load_model rebuilds arch(**model_args)
     model                 state dict of the bare network (never a DDP or torch.compile wrapper)
-    ema                   runtime.EMA's (an AveragedModel's) state dict ("module."-prefixed +
-                          n_averaged), or None
-    optimizer, scheduler, scaler      state dicts, read by --resume
-    epoch                 epochs finished
-    step                  optimizer steps of epoch `epoch` + 1 already taken: 0 at an epoch's
-                          end, > 0 when Ctrl-C stopped the run inside an epoch
-    running_sums          [loss x images, correct, images] of that unfinished epoch, else None
+    ema                   runtime.EMA's state dict ("module."-prefixed + n_averaged), or None
+    optimizer, scheduler, scaler      state dicts
+    epoch, step           epochs finished; steps of the next one taken (> 0 after a Ctrl-C)
+    running_sums          per rank, [loss x images, correct, images] of that unfinished epoch
     tracker               {"rows": [one dict per finished epoch]}: metrics.npz rebuilt on resume
-    best                  {"epoch", "top1", "split"}: what best.pt holds and why
-    args                  every flag of the run: --resume restores the ones not given again,
-                          evaluate.py / gradcam.py / app.py find the data and model from them
-    rng                   per rank: Python, numpy, torch (and its GPU's) generator states
+    best                  {"epoch", "top1", "split"}: what best.pt holds and why (split None:
+                          no best.pt)
+    args                  every flag: --resume restores those not given again; evaluate.py
+                          finds the data from them
+    rng                   per rank: Python, numpy, torch and its accelerator's generator states
 
-load_checkpoint also reads two other layouts, as the same dict with arch None: a bare state dict
-and the `{"model_state_dict": ...}` dicts that the SE-Res-Inception and Enhanced ResNet34 projects
-save. inference.load_model rebuilds a network from any of them.
+load_checkpoint also reads a bare state dict and the `{"model_state_dict": ...}` dicts that the
+SE-Res-Inception V2 and Enhanced ResNet34 projects save, as such a dict with arch None.
 """
 import os
 import random
@@ -44,10 +41,8 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state, path):
-    """Write to a temporary file in the same directory, fsync, then rename over `path`.
-
-    A failure at any point (full disk, Ctrl-C) leaves the previous file intact and raises.
-    """
+    """Write to a temporary file beside `path`, fsync, rename over `path`: a failure at any
+    point (full disk, Ctrl-C) leaves the previous file intact and raises."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -124,16 +119,17 @@ def check_compatible(ckpt, **expected):
 
 
 def rng_state(device=None):
-    """Python, numpy, torch and, on a CUDA device, that device's generator states, in
-    weights_only-loadable form (only this rank's GPU: a resume may see fewer GPUs)."""
+    """Python, numpy, torch and `device`'s generator states (CUDA: this rank's GPU only, as a
+    resume may see fewer; MPS: a Mac's), in weights_only-loadable form."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"python": [version, list(mt), gauss], "torch": torch.get_rng_state(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
                        "has_gauss": has_gauss, "cached": cached}}
-    if device is not None and torch.device(device).type == "cuda":
+    accelerator = torch.device(device or "cpu").type
+    if accelerator == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
-    if device is not None and torch.device(device).type == "mps":  # dropout masks on a Mac
+    elif accelerator == "mps":
         state["mps"] = torch.mps.get_rng_state()
     return state
 
@@ -146,13 +142,13 @@ def set_rng_state(state, device=None):
     np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"].cpu())
-    cuda = state.get("cuda")
-    if isinstance(cuda, list):  # format 2 saved every visible GPU's: take this device's, if any
-        index = (torch.device(device).index or 0) if device is not None else 0
-        cuda = cuda[index] if index < len(cuda) else None
-    if cuda is not None and device is not None and torch.device(device).type == "cuda":
-        torch.cuda.set_rng_state(cuda.cpu(), device)
-    if state.get("mps") is not None and device is not None and torch.device(device).type == "mps":
+    accelerator, saved = torch.device(device or "cpu").type, state.get("cuda")
+    if isinstance(saved, list):  # an early format 2 saved every GPU's: this device's, if any
+        index = torch.device(device or "cuda").index or 0
+        saved = saved[index] if index < len(saved) else None
+    if accelerator == "cuda" and saved is not None:
+        torch.cuda.set_rng_state(saved.cpu(), device)
+    elif accelerator == "mps" and state.get("mps") is not None:
         torch.mps.set_rng_state(state["mps"].cpu())
 
 
@@ -167,12 +163,9 @@ def _map(obj, fn):
 
 def to_host(obj):
     """-> (a copy of a checkpoint's tree with every tensor on the CPU, wait): a snapshot that
-    training may go on changing in place; wait() returns once it is complete.
-
-    The tensors of each (device, dtype) are packed into one buffer and copied in one transfer,
-    into pinned memory on CUDA, which the host does not wait for: one copy per tensor (~180
-    for a ResNet with its optimizer) would each make the host wait for the GPU.
-    """
+    training may go on changing in place; wait() returns once it is complete. The tensors of
+    each (device, dtype) go in one buffer and one transfer (into pinned memory on CUDA, which the
+    host does not wait for), not ~180 copies that would each make the host wait for the GPU."""
     groups, events = {}, []
     _map(obj, lambda t: groups.setdefault((t.device, t.dtype), []).append(t.detach()))
     for key, tensors in groups.items():
@@ -192,10 +185,9 @@ class TrainState:
     """The whole training state in one object: what last.pt holds and --resume restores.
 
     parts: {"model": bare network, "ema", "optimizer", "scheduler", "scaler", "tracker"}, each
-    with state_dict()/load_state_dict() (ema may be None). Next to them: the epoch and step
-    reached, the best epoch so far and, for a run stopped inside an epoch, each rank's running
-    sums. state_dict() is a collective under torchrun (every rank calls it: `gather` collects each
-    rank's RNG state and sums); save() writes from a background thread, on rank 0 only.
+    with state_dict()/load_state_dict() (ema may be None); next to them the epoch and step
+    reached, the best epoch and each rank's running sums. Under torchrun every rank calls
+    state_dict() (`gather` collects their RNG states and sums); rank 0 writes, on a thread.
     """
 
     def __init__(self, fingerprint, args, parts, device, rank=0, world=1, gather=None):

@@ -188,6 +188,16 @@ def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, do
             "test_masks": test_masks if masks else None}
 
 
+def channel_stats(x):
+    """Per-channel mean and std of uint8 images (N, 3, H, W), pixels on [0, 1] -> two tuples of
+    3 floats for Normalize; exact, from each channel's histogram of the 256 values."""
+    v = torch.arange(256.0) / 255
+    hist = [torch.bincount(x[:, c].flatten(), minlength=256).float() for c in range(3)]
+    mean = [float((h * v).sum() / h.sum()) for h in hist]
+    return tuple(mean), tuple(float((h * (v - m) ** 2).sum() / h.sum()) ** 0.5
+                              for h, m in zip(hist, mean))
+
+
 def _take(split, n, flag):
     """n images of a split, stratified (the whole split for n = 0)."""
     if n < 0 or n > len(split[1]):

@@ -5,6 +5,7 @@ gradcam.py, evaluate_superclass.py and app.py need:
     ckpt = load_checkpoint(path)                                # common/checkpoint.py
     model = load_model(ckpt, resnet18, path, device=device)     # the network, in eval mode
     x, y = data.load_splits(**data_of(ckpt), train=False)["test"]  # what it was scored on
+    normalize = Normalize(*stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD)))  # augment, data
     probs = predict(model, x, normalize, device)                # (N, 100) softmax on the CPU
 """
 from pathlib import Path
@@ -38,6 +39,13 @@ def load_model(ckpt, factory, path, ema=False, args_of_state=None, device="cpu")
         raise ValueError(f"{path} does not fit {arch}({model_args}): "
                          f"{' '.join(str(e).split())[:400]}") from None
     return model.to(device).eval()
+
+
+def stats_of(ckpt, default):
+    """The per-channel (mean, std) a checkpoint's network was trained with: its training images'
+    own, stored in its args; `default` for a checkpoint that stored none (older runs, other
+    layouts: CIFAR-100's constants)."""
+    return tuple(ckpt.get("args", {}).get("normalize") or default)
 
 
 def data_of(ckpt, dataset=None, data_dir=None, test_subset=None):

@@ -34,7 +34,7 @@ from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_NAMES, FINE_TO_COARSE
                          class_names)
 from common.flags import Parser, ranged  # noqa: E402
 from common.gradcam import find_layer, gradcam_maps, overlay  # noqa: E402
-from common.inference import load_model, predict, read_image  # noqa: E402
+from common.inference import load_model, predict, read_image, stats_of  # noqa: E402
 from model import resnet18  # noqa: E402
 
 # ---- the model: the only lines that differ between the app.py files -----------------------
@@ -100,12 +100,13 @@ def check_file(path):
                          "network sees 32x32): shrink it, or send it as a JPEG")
 
 
-def classifier(model, layer, device, names):
+def classifier(model, layer, device, names, stats):
     """-> classify(path): the top-5 {class: probability}, the superclass line, the 32x32 input
     and its Grad-CAM overlay for the top class (both uint8, ZOOM times larger).
-    names: (fine names, superclass names) of the checkpoint's dataset (data.class_names)."""
+    names: (fine names, superclass names) of the checkpoint's dataset (data.class_names);
+    stats: the (mean, std) it was trained with (inference.stats_of)."""
     fine_names, coarse_names = names
-    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
+    normalize = Normalize(*stats)
     one_at_a_time = threading.Lock()  # Grad-CAM hooks the model: requests must not overlap
 
     def classify(path):
@@ -208,7 +209,8 @@ def main(args):
         model = load_model(ckpt, FACTORY, args.checkpoint, args.ema, ARGS_OF_STATE, device)
         layer = find_layer(model, auto_layer(model) if args.layer == "auto" else args.layer)
         names = class_names(dataset_of(ckpt))
-        classify = classifier(model, layer, device, names)
+        stats = stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD))
+        classify = classifier(model, layer, device, names, stats)
         if EXAMPLES:
             classify(EXAMPLES[0])  # warm-up, and a bad --layer fails here, before serving
     except (CheckpointError, ValueError) as e:

@@ -25,7 +25,7 @@ from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_TO_COARSE, DataError,  # noqa: E402
                          class_names, load_splits)
 from common.flags import Parser, ranged  # noqa: E402
-from common.inference import data_of, load_model, predict, read_image  # noqa: E402
+from common.inference import data_of, load_model, predict, read_image, stats_of  # noqa: E402
 from common.metrics import save_figure, write_json  # noqa: E402
 from common.report import analyse, confusion_matrix, superclass_accuracy  # noqa: E402
 from model import resnet18  # noqa: E402
@@ -66,11 +66,11 @@ def classify_image(model, path, normalize, device, tta, names):
 
 
 def main(args):
-    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
         device = runtime.pick_device(args.device)
         ckpt = load_checkpoint(args.checkpoint)
         model = load_model(ckpt, FACTORY, args.checkpoint, args.ema, ARGS_OF_STATE, device)
+        normalize = Normalize(*stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD)))
         where = data_of(ckpt, args.dataset, args.data_dir, args.test_subset)
         fine_names, coarse_names = class_names(where["dataset"])
         if args.image:

@@ -28,7 +28,7 @@ from common.data import CIFAR100_MEAN, CIFAR100_STD, DataError, class_names, loa
 from common.flags import Parser, ranged  # noqa: E402
 from common.gradcam import (find_layer, gradcam_maps, layer_name, overlay,  # noqa: E402
                             pointing_game, side_by_side)
-from common.inference import data_of, load_model, predict  # noqa: E402
+from common.inference import data_of, load_model, predict, stats_of  # noqa: E402
 from common.metrics import save_figure  # noqa: E402
 from model import resnet18  # noqa: E402
 
@@ -85,10 +85,10 @@ def parse_classes(text, names):
 
 
 def main(args):
-    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     try:
         device = runtime.pick_device(args.device)
         ckpt = load_checkpoint(args.checkpoint)
+        normalize = Normalize(*stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD)))
         model = load_model(ckpt, FACTORY, args.checkpoint, args.ema, ARGS_OF_STATE, device)
         layer = find_layer(model, auto_layer(model) if args.layer == "auto" else args.layer)
         where = data_of(ckpt, args.dataset, args.data_dir, args.test_subset)

@@ -149,7 +149,10 @@ def make_loaders(args, device, rank=0, world=1):
     with distributed.local_rank_zero_first():  # one download per machine, the others wait
         splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.test_subset,
                                   args.val_split)
-    normalize = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
+    if not getattr(args, "normalize", None):  # --resume restores it with the other flags
+        args.normalize = (data.CIFAR100_MEAN, data.CIFAR100_STD) if args.resume else \
+            data.channel_stats(splits["train"][0])  # the training images' own (older runs:
+    normalize = Normalize(*args.normalize)  # CIFAR-100's); args.json and checkpoints keep it
     augment = Augment(
         normalize, pad=args.pad, flip=args.flip, rotate=args.rotate, translate=args.translate,
         scale=tuple(args.scale), affine_p=args.affine_p, jitter=tuple(args.jitter),

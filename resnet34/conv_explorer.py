@@ -43,6 +43,7 @@ from common import data, plots  # noqa: E402  (plots: the GOOD / BAD title colou
 from common.augment import Normalize  # noqa: E402
 from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from common.flags import Parser, ranged  # noqa: E402
+from common.inference import stats_of  # noqa: E402
 from common.metrics import save_figure  # noqa: E402
 
 KERNELS = ("edge", "blur", "sharpen", "emboss", "random", "first-layer")
@@ -100,8 +101,10 @@ def make_kernel(name, k, seed=0):
 
 
 def first_layer_filter(path, index):
-    """Filter `index` of the first conv of a checkpoint -> (3, k, k) float tensor."""
-    state = load_checkpoint(path)["model"]  # the bare network's state dict, in any layout
+    """Filter `index` of the first conv of a checkpoint -> ((3, k, k) float tensor, the
+    (mean, std) its inputs were normalized with)."""
+    ckpt = load_checkpoint(path)
+    state = ckpt["model"]  # the bare network's state dict, in any layout
     convs = [(n, w) for n, w in state.items() if n.endswith("weight") and w.ndim == 4]
     if not convs:
         raise CheckpointError(f"{path} holds no conv weights")
@@ -111,7 +114,7 @@ def first_layer_filter(path, index):
     if not 0 <= index < w.shape[0]:
         raise ValueError(f"--filter {index} is out of range: {name} has {w.shape[0]} filters "
                          f"(0..{w.shape[0] - 1})")
-    return w[index].float()
+    return w[index].float(), stats_of(ckpt, (data.CIFAR100_MEAN, data.CIFAR100_STD))
 
 
 def load_image(args):
@@ -164,8 +167,8 @@ def main(args):
     if args.kernel == "first-layer":
         if not args.checkpoint:
             raise ValueError("--kernel first-layer needs --checkpoint PATH")
-        filt = first_layer_filter(args.checkpoint, args.filter)  # (3, k, k)
-        x = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)(img[None])  # (1, 3, H, W), as conv1
+        filt, stats = first_layer_filter(args.checkpoint, args.filter)  # (3, k, k)
+        x = Normalize(*stats)(img[None])  # (1, 3, H, W), as conv1 sees it
         k0 = filt.shape[-1]
         if args.kernel_sizes and any(k != k0 for k in args.kernel_sizes):
             print(f"note: the checkpoint filter is {k0}x{k0}; --kernel-sizes is ignored")

@@ -186,7 +186,7 @@ def main(args):
     # the test split is not used: its smallest stratified draw (1 image a class) is enough
     train = data.load_splits(args.dataset, args.data_dir, args.subset,
                              test_subset=data.NUM_CLASSES)["train"]
-    augment = Augment(Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD), pad=4, flip=True)
+    augment = Augment(Normalize(*data.channel_stats(train[0])), pad=4, flip=True)  # as train.py
     loader = Loader(train, args.batch_size, device, augment, shuffle=True, seed=args.seed,
                     drop_last=True)
     model = resnet34(args.variant).to(device)

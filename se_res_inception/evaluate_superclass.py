@@ -28,7 +28,7 @@ from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_TO_COARSE,  # noqa: E402
                          DataError, class_names, load_splits)
 from common.flags import Parser, ranged  # noqa: E402
-from common.inference import data_of, load_model, predict  # noqa: E402
+from common.inference import data_of, load_model, predict, stats_of  # noqa: E402
 from common.metrics import save_figure, write_json  # noqa: E402
 from common.report import confusion_matrix, superclass_accuracy  # noqa: E402
 from model import se_res_inception  # noqa: E402
@@ -66,6 +66,7 @@ def main(args):
     try:
         device = runtime.pick_device(args.device)
         ckpt = load_checkpoint(args.checkpoint)
+        normalize = Normalize(*stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD)))
         model = load_model(ckpt, FACTORY, args.checkpoint, args.ema, device=device)
         where = data_of(ckpt, args.dataset, args.data_dir, args.test_subset)
         coarse_names = class_names(where["dataset"])[1]
@@ -74,7 +75,6 @@ def main(args):
         x, y = load_splits(**where, train=False)["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     probs = predict(model, x, normalize, device, args.batch_size)
     if probs.shape[1] != len(FINE_TO_COARSE):
         raise SystemExit(f"error: the model has {probs.shape[1]} classes; superclasses need the "
