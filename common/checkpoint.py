@@ -7,16 +7,12 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts: it loads w
     format                CHECKPOINT_FORMAT; --resume refuses another (the weights still load)
     arch, num_classes,    the run's fingerprint: --resume and --init refuse another
     dataset, model_args   (check_compatible); inference.load_model rebuilds arch(**model_args)
-    model                 state dict of the bare network (never a DDP or torch.compile wrapper)
-    ema                   runtime.EMA's state dict ("module."-prefixed + n_averaged), or None
-    optimizer, scheduler, scaler      state dicts
+    model, ema            the bare network's state dict (no DDP or compile wrapper); runtime.EMA's
+    optimizer, scheduler, scaler, tracker (metrics.npz's rows)      state dicts
     epoch, step           epochs finished; steps of the next one taken (> 0 after a Ctrl-C)
     running_sums          per rank, [loss x images, correct, images] of that unfinished epoch
-    tracker               {"rows": [one dict per finished epoch]}: metrics.npz rebuilt on resume
-    best                  {"epoch", "top1", "split"}: what best.pt holds and why (split None:
-                          no best.pt)
-    args                  every flag: --resume restores those not given again; evaluate.py
-                          finds the data from them
+    best                  {"epoch", "top1", "split"}: what best.pt holds (split None: none)
+    args                  every flag (and the normalization): --resume restores them
     rng                   per rank: Python, numpy, torch and its accelerator's generator states
 
 load_checkpoint also reads a bare state dict and the `{"model_state_dict": ...}` dicts that the
@@ -63,10 +59,8 @@ def save_checkpoint(state, path):
 
 
 def copy_checkpoint(src, dst):
-    """dst becomes the same file as src, atomically: a hard link (no second write of hundreds of
-    MB), or a copy where the file system has no links."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
+    """dst becomes the same file as src, atomically: a hard link (no second write), or a copy."""
+    tmp = Path(dst).with_name(f".{Path(dst).name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -76,9 +70,8 @@ def copy_checkpoint(src, dst):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Load with weights_only=True -> a dict; a bare state dict or the source projects'
-    {"model_state_dict": ...} comes back in this module's layout with arch None. A missing,
-    truncated or foreign file raises CheckpointError."""
+    """Load with weights_only=True -> a dict (another layout: see above); a missing, truncated or
+    foreign file raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first or pass --checkpoint PATH")
@@ -142,12 +135,9 @@ def set_rng_state(state, device=None):
     np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"].cpu())
-    accelerator, saved = torch.device(device or "cpu").type, state.get("cuda")
-    if isinstance(saved, list):  # an early format 2 saved every GPU's: this device's, if any
-        index = torch.device(device or "cuda").index or 0
-        saved = saved[index] if index < len(saved) else None
-    if accelerator == "cuda" and saved is not None:
-        torch.cuda.set_rng_state(saved.cpu(), device)
+    accelerator = torch.device(device or "cpu").type
+    if accelerator == "cuda" and torch.is_tensor(state.get("cuda")):
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
     elif accelerator == "mps" and state.get("mps") is not None:
         torch.mps.set_rng_state(state["mps"].cpu())
 
@@ -217,10 +207,8 @@ class TrainState:
         if (self.args.epochs, self.args.batch_size) != (saved["epochs"], saved["batch_size"]):
             raise ValueError(f"the lr schedule was laid out for --epochs {saved['epochs']} "
                              f"--batch-size {saved['batch_size']}; resume with those values")
-        for name, part in self.parts.items():
-            # an empty scaler state: written by a bf16 or CPU run, where no GradScaler is used;
-            # a fresh scale is right for a resume in fp16
-            if part is not None and ck.get(name) is not None and ck[name] != {}:
+        for name, part in self.parts.items():  # an empty scaler state: a bf16 or CPU run's,
+            if part is not None and ck.get(name) is not None and ck[name] != {}:  # kept fresh
                 part.load_state_dict(ck[name])  # each moves the tensors it needs to its device
         same_world = len(ck["rng"]) == self.world  # one entry per rank that wrote it
         set_rng_state(ck["rng"][self.rank if same_world else 0], self.device)
@@ -231,15 +219,14 @@ class TrainState:
         self.epoch, self.step, self.best, self.sums = ck["epoch"], ck["step"], ck["best"], sums
 
     def resume(self, path):
-        """load_state_dict of the checkpoint at path, read on the CPU: RNG states must stay on
-        the host, and AdamW's step counters too (on the GPU each step would read them back)."""
+        """load_state_dict of the checkpoint at path, read on the CPU: RNG states stay on the
+        host, and AdamW's step counters too (on the GPU each step would read them back)."""
         self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         print(f"resumed from {path} at epoch {self.epoch} batch {self.step}")
 
     def save(self, out_dir, names, sums=None):
-        """Write out_dir/names[0] (names[1:] become links to it) -> seconds the caller spent.
-        Every rank calls it. The state is copied to the host at once and written from a thread,
-        so training goes on during the write; wait() joins it and raises what it raised."""
+        """Write out_dir/names[0] (names[1:] become links to it) on a thread -> the seconds the
+        caller spent. Every rank calls it; wait() joins the thread and raises its error."""
         start = time.perf_counter()
         state = self.state_dict(sums)
         if self.rank == 0:

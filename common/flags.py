@@ -1,18 +1,14 @@
-"""Command-line flags: ranges checked by the flag's own type, one-line parse errors, every default
-shown in --help, named recipes as defaults, and the flags all three train.py share.
-
-    p = Parser("Train X.", recipes={"onecycle-150-cutmix": {...}, "step-100": {...}})
-    p.add_argument("--lr", type=ranged(float, 0, 100, lo_open=True), help="peak learning rate")
-    p = training_parser(__doc__, RECIPES, add_model_args, folder)  # what train.py uses
-"""
+"""Command-line flags: ranges checked by the flag's own type (`ranged`), one-line parse errors,
+every default shown in --help, named recipes as defaults (`Parser`), and the flags all three
+train.py share (`training_parser`)."""
 import argparse
 import copy
 from pathlib import Path
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag's default, also of flags without a help string (which
-    ArgumentDefaultsHelpFormatter skips); the description and epilog keep their line breaks."""
+    """Every flag's default, also without a help string (ArgumentDefaultsHelpFormatter skips
+    those); the description and epilog keep their line breaks."""
 
     def _format_action(self, action):
         if action.help is None and action.option_strings and action.default is not None:
@@ -133,14 +129,12 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
                    help="onecycle: start lr = lr / this")
     g.add_argument("--final-div-factor", type=ranged(float, 1), default=1e4,
                    help="onecycle: end lr = start lr / this")
-    g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: first cycle, "
-                   "epochs")
+    g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: epochs")
     g.add_argument("--tmult", type=ranged(int, 1), default=2, help="cosine-restarts: growth")
     g.add_argument("--step-epochs", type=ranged(int, 1), default=30,
                    help="step: epochs between lr drops")
     g.add_argument("--gamma", type=unit, default=0.1, help="step: lr factor per drop")
-    g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0,
-                   help="max gradient norm (0 = off)")
+    g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0, help="max grad norm, 0 = off")
     g.add_argument("--target-acc", type=ranged(float, 0, 100), default=0.0,
                    help="stop once validation top-1 %% reaches it (0 = never; needs "
                    "--val-split, or --select-on-test)")
@@ -150,18 +144,15 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
     g.add_argument("--mixup-alpha", type=ranged(float, 0), default=0.0, help="0 = no Mixup")
     g.add_argument("--cutmix-alpha", type=ranged(float, 0), default=0.0, help="0 = no CutMix")
     g.add_argument("--mix-prob", type=share, default=1.0, help="share of batches mixed")
-    g.add_argument("--switch-prob", type=share, default=0.5,
-                   help="CutMix share when both alphas > 0")
+    g.add_argument("--switch-prob", type=share, default=0.5, help="CutMix share if both alphas")
     g.add_argument("--ema", type=ranged(float, 0, 1, hi_open=True), default=0.0,
                    help="EMA decay per step, e.g. 0.999 (0 = off)")
     add_model_args(p.add_argument_group("model"))
     g = p.add_argument_group("augmentation (per image, batched on the device)")
-    g.add_argument("--pad", type=ranged(int, 0, 16), default=4,
-                   help="random crop of the zero-padded image, px")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="horizontal, p 0.5")
-    g.add_argument("--rotate", type=ranged(float, 0, 180), default=0.0,
-                   help="max rotation, degrees")
+    g.add_argument("--pad", type=ranged(int, 0, 16), default=4, help="random crop of the "
+                   "zero-padded image, px")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True, help="p 0.5")
+    g.add_argument("--rotate", type=ranged(float, 0, 180), default=0.0, help="max, degrees")
     g.add_argument("--translate", type=ranged(float, 0, 0.5), default=0.0,
                    help="max shift, fraction of the side")
     g.add_argument("--scale", type=ranged(float, 0.1, 10), nargs=2, default=[1.0, 1.0],
@@ -172,8 +163,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
                    help="colour jitter: brightness contrast saturation hue")
     g.add_argument("--erase-p", type=share, default=0.0, help="random erasing probability")
     g.add_argument("--holes-p", type=share, default=0.0, help="coarse dropout probability")
-    g.add_argument("--holes", type=ranged(int, 1, 64), default=8,
-                   help="coarse dropout: squares per image")
+    g.add_argument("--holes", type=ranged(int, 1, 64), default=8, help="coarse dropout: squares")
     g.add_argument("--hole-size", type=ranged(int, 1, 32), nargs=2, default=[8, 8],
                    metavar=("LO", "HI"), help="coarse dropout: each side drawn from LO..HI px")
     g.add_argument("--noise-p", type=share, default=0.0, help="Gaussian noise (never with holes)")
@@ -205,8 +195,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
     g.add_argument("--tensorboard", action="store_true",
                    help="also log each epoch's figures to OUT_DIR/tensorboard "
                    "(pip install -r requirements-tensorboard.txt)")
-    g.add_argument("--progress-every", type=ranged(float, 0), default=10.0,
-                   help="seconds between progress lines")
+    g.add_argument("--progress-every", type=ranged(float, 0), default=10.0, help="seconds")
     p.select_recipe(next(iter(recipes)))  # so --help shows the recipe's values
     return p
 

@@ -49,6 +49,11 @@ RECIPES = {  # --recipe NAME; the first is the default
         epochs=100, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
         weight_decay=5e-4, scheduler="step", step_epochs=30, gamma=0.1, label_smoothing=0.0,
         cutmix_alpha=0.0, rotate=0.0, jitter=[0.0, 0.0, 0.0, 0.0], erase_p=0.0, dropout=0.0),
+    "cpu-tryit": dict(  # minutes on a laptop CPU: a quarter of the width, crop + flip only, as
+        width=16, subset=4000, epochs=12, batch_size=64,  # the regularizers above are meant
+        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,  # for 150
+        scheduler="onecycle", pct_start=0.25, label_smoothing=0.0, cutmix_alpha=0.0,  # epochs
+        rotate=0.0, jitter=[0.0, 0.0, 0.0, 0.0], erase_p=0.0, dropout=0.0),
 }
 RENAMED = {"seed004": "onecycle-150-cutmix", "seed002": "step-100"}  # names before 2026-12-07
 
