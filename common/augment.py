@@ -34,10 +34,10 @@ class Augment:
     """Per-sample random augmentation of a uint8 batch, in a handful of batched tensor ops.
 
     Geometry (crop with zero padding, flip, rotation, shift, zoom) is one affine warp per image;
-    colour jitter is a 3x3 colour matrix per image (hue turns the chroma plane in YIQ space);
-    random erasing (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise
-    are masks. Probabilities are per image. `draw` takes the random numbers from the generator,
-    `apply` is a pure function of (images, numbers), which `compile()` hands to torch.compile.
+    colour jitter is torchvision's ColorJitter with each image's own factors; random erasing
+    (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise are masks.
+    `draw` takes the random numbers from the generator; `apply`, a pure function of (images,
+    numbers), is what `compile()` hands to torch.compile.
     """
     normalize: Normalize             # the dataset's mean/std, applied after the colour ops
     pad: int = 4                     # random crop of the zero-padded image, px

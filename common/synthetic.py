@@ -24,22 +24,15 @@ def names(fine_to_coarse):
 
 
 def images(n, split_seed, fine_to_coarse, masks=False):
-    """n images that only a network that sees texture and shape can classify: uint8 (n,3,32,32)
-    and int64 labels (each class n / classes times), with masks=True also each object's pixels,
-    bool (n,32,32). fine_to_coarse[label] is the label's superclass (CIFAR-100's map, 5 classes
-    a superclass); the classes are the same for every split_seed.
+    """n images: uint8 (n,3,32,32) and int64 labels (each class n / classes times), with
+    masks=True also each object's pixels, bool (n,32,32). fine_to_coarse[label] is the label's
+    superclass (5 classes a superclass); the classes are the same for every split_seed.
 
-    The superclass is a texture over the whole image (TEXTURES, at a period of 5 or 10 px), the
-    fine class the outline of an object on it (SHAPES) in the opposite hue and a lighter or
-    darker grey. Hue and grey level are random per image, the texture has zero mean and the
-    same contrast (RMS) for every kind, so neither the mean colour nor each channel's spread
-    tells the class; the texture is band-limited and never clipped, so a blur (sigma 5 px)
-    leaves the silhouette and no trace of the superclass (tests/test_data.py measures both).
-    Every cue survives the recipes' augmentations: textures and shapes are mirror-symmetric
-    or come both ways, orientations differ by 45 deg or more (against 15 deg of rotation plus
-    5 deg of tilt here), periods differ 2x (against 15 % zoom plus 8 % here), the object stays
-    within 3 px of the centre (against a 4 px crop), and colour jitter moves neither a
-    luminance pattern nor an outline.
+    A superclass is a texture over the whole image, a fine class the outline of an object on it
+    in the opposite hue, a lighter or darker grey. Hue and grey level are random per image and
+    every texture has zero mean and one contrast (RMS), so no colour statistic tells a class; a
+    blur (sigma 5 px) leaves the silhouette and no texture; every cue survives the recipes'
+    augmentations. docs/synthetic.md has the design, tests/test_data.py measures it.
     """
     coarse = torch.tensor(fine_to_coarse)
     shape_of = torch.tensor([fine_to_coarse[:f].count(c) for f, c in enumerate(fine_to_coarse)])

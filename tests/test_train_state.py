@@ -311,3 +311,19 @@ def test_the_ranks_wait_for_a_download_longer_than_the_groups_timeout(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     assert sorted(p.stdout.split("\n")[:2]) == ["rank 0 through", "rank 1 through"]
+
+
+def test_evaluation_gives_the_same_figures_at_any_batch_size():
+    """27.5: evaluation batches went from 500 to 1000 images; the figures are per image (the
+    network is in eval mode), so the batch size changes no count and the loss only by float
+    rounding."""
+    from common import augment, data
+    from common.loader import Loader
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 100))
+    split = data.synthetic_cifar100(300, 2)
+    norm = augment.Normalize(*data.channel_stats(split[0]))
+    small, large = (TRAIN.evaluate(net, Loader(split, b, "cpu", norm)) for b in (7, 1000))
+    assert (small["top1"], small["top5"]) == (large["top1"], large["top5"])
+    assert small["loss"] == pytest.approx(large["loss"], rel=1e-5)
