@@ -3,7 +3,7 @@
     python benchmark/synthetic_examples.py
 
 writes common/synthetic_examples.png (one test image of each of the 100 classes, a texture per
-row, each named as the set names it: "h-stripes 5px / disk") and resnet18/examples/*.png (eight
+row, each named as the set names it: "disk on h-stripes 5px") and resnet18/examples/*.png (eight
 32x32 test images that the web demo offers). An example file is named after its label's
 CIFAR-100 class (apple.png holds a test image of label 0); the demo shows the name that label has
 in the served checkpoint's dataset. --figure and --examples write elsewhere.

@@ -127,7 +127,7 @@ def ensure_cifar100(root, download=True):
 
 def class_names(dataset):
     """(fine names, superclass names) for figures and reports: CIFAR-100's, or the synthetic
-    set's own ("h-stripes 5px / disk"); the labels and the superclass map are the same."""
+    set's own ("disk on h-stripes 5px"); the labels and the superclass map are the same."""
     return synthetic.names(FINE_TO_COARSE) if dataset == "synthetic" else (FINE_NAMES,
                                                                           COARSE_NAMES)
 

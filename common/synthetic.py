@@ -3,7 +3,7 @@ superclass structure, and classes that only a network that sees texture and shap
 
 Superclass c wears texture TEXTURES[c // 2] at a period of (5, 10)[c % 2] px; the k-th fine class
 of a superclass, in label order, is the object SHAPES[k] on that texture. `names` gives the
-classes the set's own names ("h-stripes 5px / disk"), for figures and reports.
+classes the set's own names ("disk on h-stripes 5px"), for figures and reports.
 """
 import math
 
@@ -17,10 +17,10 @@ _PX = torch.arange(32.0) - 15.5  # pixel centres from the image centre, px
 
 def names(fine_to_coarse):
     """The set's own class names -> (fine names in label order, superclass names), e.g.
-    "h-stripes 5px / disk" and "h-stripes 5px"."""
+    "disk on h-stripes 5px" and "h-stripes 5px"."""
     coarse = [f"{TEXTURES[c // 2]} {(5, 10)[c % 2]}px" for c in range(max(fine_to_coarse) + 1)]
     shape = [fine_to_coarse[:f].count(c) for f, c in enumerate(fine_to_coarse)]
-    return [f"{coarse[c]} / {SHAPES[shape[f]]}" for f, c in enumerate(fine_to_coarse)], coarse
+    return [f"{SHAPES[shape[f]]} on {coarse[c]}" for f, c in enumerate(fine_to_coarse)], coarse
 
 
 def images(n, split_seed, fine_to_coarse, masks=False):

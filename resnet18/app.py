@@ -8,7 +8,7 @@ the evidence for it (Selvaraju et al. 2017, arXiv:1610.02391). Offline, on the C
 
 The numbers are those of `evaluate.py --image FILE` (the same read_image and predict); the map is
 gradcam.py's (common.gradcam at auto_layer). A checkpoint trained on `--dataset synthetic` names
-its classes as that set does ("h-stripes 5px / disk", superclass "h-stripes 5px"). A Python
+its classes as that set does ("disk on h-stripes 5px", superclass "h-stripes 5px"). A Python
 client calls the API named "predict":
 
     Client("http://127.0.0.1:7860").predict(handle_file("photo.jpg"), api_name="/predict")

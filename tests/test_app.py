@@ -7,7 +7,7 @@ Chromium is installed, the page itself is driven in a headless browser.
 
 APP_CHECKPOINT=path/last.pt serves that checkpoint instead of the tiny one the tests train (the
 README's screenshot: the try-it run of resnet18/README.md). A checkpoint of the synthetic set
-names its classes as that set does ("h-stripes 5px / disk"), in the page and in evaluate.py.
+names its classes as that set does ("disk on h-stripes 5px"), in the page and in evaluate.py.
 """
 import base64
 import fcntl

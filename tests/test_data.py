@@ -78,7 +78,7 @@ def test_synthetic_split_sizes_names_and_objects():
     assert s["sizes"] == "train 200 of 50,000 (2 per class), test 300 of 10,000"
     assert torch.bincount(s["test"][1], minlength=100).tolist() == [3] * 100
     fine, coarse = data.class_names("synthetic")
-    assert fine[data.FINE_NAMES.index("apple")] == "diag-stripes 5px / disk"
+    assert fine[data.FINE_NAMES.index("apple")] == "disk on diag-stripes 5px"
     assert coarse[data.FINE_TO_COARSE[0]] == "diag-stripes 5px" and len(set(fine)) == 100
     assert data.class_names("cifar100") == (data.FINE_NAMES, data.COARSE_NAMES)
     masks = s["test_masks"]  # each object's pixels: about a disk of radius 7.5-10 px, centred
