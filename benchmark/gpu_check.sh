@@ -111,6 +111,7 @@ EOF
 # failed), failed (an error), skipped -- with the figure a test records and its seconds
 check_lines() {
   "$PYTHON" - "$1" <<'EOF'
+import re
 import sys
 import xml.etree.ElementTree as ET
 for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
@@ -120,7 +121,8 @@ for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
         verdict = "skipped (" + case.find("skipped").get("message", "") + ")"
     elif bad is not None:
         message = (bad.get("message") or "").splitlines()[0][:300] if bad.get("message") else ""
-        kind = "NOT met" if message.startswith("AssertionError") else "failed"
+        crashed = re.search(r"failed \(-?\d+\):", message)  # conftest.run: a script's exit code
+        kind = "NOT met" if message.startswith("AssertionError") and not crashed else "failed"
         verdict = f"{kind}: {message}"
     else:
         verdict = "met"

@@ -156,10 +156,11 @@ def test_the_step_under_each_precision_and_layout_matches_cpu_fp32(folder, tmp_p
 
 
 def test_ctrl_c_and_resume_on_the_device_are_bit_exact_when_deterministic(tmp_path):
-    # 20 steps an epoch on the GPU, 5 on the CPU: the Ctrl-C at epoch 2's first progress line
+    # 20 steps an epoch on the GPU, 3 on the CPU: the Ctrl-C at epoch 2's first progress line
     # (after its first step) lands inside the epoch either way
-    flags = ["--dataset", "synthetic", "--subset", 640 if ON_GPU else 160, "--batch-size", "32",
-             "--epochs", "2", "--ema", "0.9", "--device", DEVICE, "--deterministic"]
+    flags = ["--dataset", "synthetic", "--subset", 640 if ON_GPU else 48, "--batch-size",
+             32 if ON_GPU else 16, "--epochs", "2", "--ema", "0.9", "--device", DEVICE,
+             "--deterministic"]
     run(REPO / "resnet18" / "train.py", *flags, "--out-dir", tmp_path / "a",
         "--progress-every", "1000")
     code, rest = interrupt_in_epoch_2([sys.executable, REPO / "resnet18" / "train.py", *flags,
