@@ -411,8 +411,10 @@ def throughput_summary(folder, command, out_dir=None):
     md = ["# Training throughput", "",
           f"- {date}, {gpu}, torch {env.get('torch')}", f"- command: `{command}`",
           "- each model at its recipe's batch size and precision on the 50,000-image synthetic "
-          "set. Timed epoch: the last; with 2 epochs the first warmed up (cuDNN's autotuning, "
-          "torch.compile), with 1 the figures include that warm-up. Training s / epoch: the "
+          "set. Timed epoch: the last. The first warms up (cuDNN's autotuning, torch.compile); "
+          "with 3 (resnet18) the second overlaps the training-curve figure train.py draws on a "
+          "thread after the first (a long run draws one every 30 s); with 1 the figures include "
+          "the warm-up. Training s / epoch: the "
           "training phase (loader, augmentation, mixing, steps); whole: train.py's `time`, "
           "with the evaluation of the 10,000 test images, the checkpoint's copy to the host "
           "(checkpoint s) and the training-curve figure where drawn. img/s = training images / "
