@@ -19,9 +19,10 @@ usage() {
 usage: bash run_all.sh [options]      (each option can also be set by the variable in caps)
 
   --quick                QUICK=1     offline smoke benchmark: synthetic data, 500 images (450
-                                     train + 50 val) / 100 test, 2 epochs, batch 50, inference
-                                     batch 25; parity at 1,500 images, 5 epochs, batch 32
-                                     (each still overridable); about 10 min on a 2-core CPU
+                                     train + 50 val) / 100 test (--test-subset), 2 epochs,
+                                     batch 50, inference batch 25; parity at 1,500 images, 5
+                                     epochs, batch 32 (each still overridable); about 10 min on
+                                     a 2-core CPU
   --models "A B"         MODELS      default: resnet18 resnet34 se_res_inception baseline
                                      (also: resnet18-matched, resnet18 with crop + flip only)
   --seeds K              SEEDS       train every model K times (default 1): run k uses the
@@ -30,9 +31,14 @@ usage: bash run_all.sh [options]      (each option can also be set by the variab
   --epochs N             EPOCHS      all models (default: each folder's recipe; the baseline
                                      follows resnet18's)
   --batch-size N         BATCH_SIZE  all models (default: each folder's recipe)
-  --subset N             SUBSET      images (0 = all; the test set is N/5, at least 100)
-  --val-split N          VAL_SPLIT   of those, held out to pick best.pt on (default: a tenth,
-                                     5,000 of 50,000; 0 = pick on the test set, said so)
+  --subset N             SUBSET      training images, as many of each class (0 = all); the
+                                     test set stays whole unless --test-subset
+  --test-subset N        TEST_SUBSET test images, as many of each class (default 0 = all
+                                     10,000; in quick mode 100); every step and the parity
+                                     runs score the same images
+  --val-split N          VAL_SPLIT   of the training images, held out to choose best.pt on
+                                     (default: a tenth, 5,000 of 50,000; 0 = none: no best.pt,
+                                     the final epoch is the result; never the test set)
   --dataset D            DATASET     cifar100 (default) or synthetic
   --data-dir DIR         DATA_DIR    holds cifar-100-python/ (default: the repo's data/)
   --device D             DEVICE      auto (default), cpu, cuda, mps
@@ -95,8 +101,8 @@ parse_args() {
       --no-parity) PARITY=0 ;;
       --gpu-throughput) GPU_THROUGHPUT=1 ;;
       --redo) if [[ $# -gt 1 && $2 != --* ]]; then REDO=$2; shift; else REDO=all; fi ;;
-      --models|--seeds|--epochs|--batch-size|--subset|--val-split|--dataset|--data-dir|\
-      --device|--workers|--infer-batch|--results|--parity-subset|--parity-epochs|\
+      --models|--seeds|--epochs|--batch-size|--subset|--test-subset|--val-split|--dataset|\
+      --data-dir|--device|--workers|--infer-batch|--results|--parity-subset|--parity-epochs|\
       --parity-batch-size)
         [[ $# -gt 1 ]] || { echo "error: $1 needs a value" >&2; exit 2; }
         printf -v "$(tr 'a-z-' 'A-Z_' <<<"${1#--}")" '%s' "$2"  # --batch-size 8: BATCH_SIZE=8
@@ -114,6 +120,7 @@ parse_args() {
   elif [[ $QUICK == 1 ]]; then  # sized to finish well inside 15 minutes on 2 CPU cores
     DATASET=${DATASET:-synthetic} SUBSET=${SUBSET:-500} EPOCHS=${EPOCHS:-2}
     BATCH_SIZE=${BATCH_SIZE:-50} INFER_BATCH=${INFER_BATCH:-25}
+    TEST_SUBSET=${TEST_SUBSET:-100}  # one image a class: a smoke test, not a measurement
     # parity: enough steps (210) for resnet18 to leave chance behind on the synthetic set
     PARITY_SUBSET=${PARITY_SUBSET:-1500} PARITY_EPOCHS=${PARITY_EPOCHS:-5}
     PARITY_BATCH_SIZE=${PARITY_BATCH_SIZE:-32}
@@ -123,7 +130,7 @@ parse_args() {
   PARITY_SUBSET=${PARITY_SUBSET:-$SUBSET} PARITY_EPOCHS=${PARITY_EPOCHS:-$EPOCHS}
   PARITY_BATCH_SIZE=${PARITY_BATCH_SIZE:-$BATCH_SIZE}
   local v
-  for v in SEEDS SUBSET VAL_SPLIT PARITY_SUBSET; do
+  for v in SEEDS SUBSET TEST_SUBSET VAL_SPLIT PARITY_SUBSET; do
     [[ -n ${!v} ]] && whole "--$(tr 'A-Z_' 'a-z-' <<<"$v")" "${!v}"
   done
   ((SEEDS >= 1)) || { echo "error: --seeds must be at least 1" >&2; exit 2; }
@@ -212,6 +219,9 @@ run_model() {
     [[ -n $BATCH_SIZE ]] && flags+=(--batch-size "$BATCH_SIZE")
     flags+=(--val-split "$VAL_SPLIT")
   fi
+  # the same test images for the main and the parity runs (evaluate.py, gradcam.py and
+  # measure.py take the checkpoint's)
+  [[ -n $TEST_SUBSET ]] && flags+=(--test-subset "$TEST_SUBSET")
   [[ -n $DATA_DIR ]] && flags+=(--data-dir "$DATA_DIR")
   [[ $COMPILE == 1 ]] && flags+=(--compile)
   # shellcheck disable=SC2046  # seed_flag prints nothing or "--seed N"
@@ -252,8 +262,9 @@ run_model() {
 benchmark() {
   local settings t0 m k v parity_kind=parity report_flags=()
   settings="$DATASET data"
-  [[ -n $SUBSET && $SUBSET != 0 ]] && settings+=", subset of $SUBSET images"
+  [[ -n $SUBSET && $SUBSET != 0 ]] && settings+=", subset of $SUBSET training images"
   settings+=" ($VAL_SPLIT held out for validation)"
+  [[ -n $TEST_SUBSET && $TEST_SUBSET != 0 ]] && settings+=", $TEST_SUBSET test images"
   settings+=", epochs ${EPOCHS:-per recipe}, batch ${BATCH_SIZE:-per recipe}, device $DEVICE"
   [[ $COMPILE == 1 ]] && settings+=", torch.compile"
   ((SEEDS > 1)) && settings+=", $SEEDS seeds"
@@ -294,9 +305,9 @@ benchmark() {
 main() {
   local v f base
   COMMAND="bash run_all.sh $*"  # as typed, with the settings that came from the environment
-  for v in PYTHON QUICK MODELS SEEDS EPOCHS BATCH_SIZE SUBSET VAL_SPLIT DATASET DATA_DIR DEVICE \
-           COMPILE WORKERS EXTRAS INFER_BATCH PARITY PARITY_SUBSET PARITY_EPOCHS \
-           PARITY_BATCH_SIZE RESULTS REDO GPU_THROUGHPUT; do
+  for v in PYTHON QUICK MODELS SEEDS EPOCHS BATCH_SIZE SUBSET TEST_SUBSET VAL_SPLIT DATASET \
+           DATA_DIR DEVICE COMPILE WORKERS EXTRAS INFER_BATCH PARITY PARITY_SUBSET \
+           PARITY_EPOCHS PARITY_BATCH_SIZE RESULTS REDO GPU_THROUGHPUT; do
     [[ -n ${!v+set} ]] && COMMAND="$v=\"${!v}\" $COMMAND"
   done
   ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

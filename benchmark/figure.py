@@ -1,6 +1,6 @@
 """benchmark.png, drawn by benchmark/report.py from its table rows: accuracy against training
 time, training and inference throughput, and the learning-parity comparison. Written atomically
-with common.plots.save."""
+with common.metrics.save_figure."""
 import sys
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common.plots import save  # noqa: E402  (atomic PNG write; common/plots imports no torch)
+from common.metrics import save_figure  # noqa: E402  (atomic PNG write; imports no torch)
 
 COLORS = {"resnet18": "#1f77b4", "resnet34": "#ff7f0e", "se_res_inception": "#2ca02c",
           "baseline": "#7f7f7f", "resnet18-matched": "#17becf"}
@@ -107,4 +107,4 @@ def draw(rows, par, env, title, path):
     device = env["device"] or "-"
     device += f" ({env['gpu']})" if env["gpu"] else f", {env['torch_threads']} threads"
     fig.suptitle(f"{title}\n{device}, torch {env['torch']}, {env['date'][:10]}", fontsize=10)
-    save(fig, path)
+    save_figure(fig, path)

@@ -87,8 +87,11 @@ PART_LIMIT=${PART_LIMIT:-480}  # seconds
 mkdir -p "$OUT" || exit 1
 SCRATCH=$(mktemp -d) || exit 1
 trap 'rm -rf "$SCRATCH"' EXIT
-# every compilation starts cold (the estimates above are cold) and leaves nothing behind
+# every compilation starts cold (the estimates above are cold) and leaves nothing behind; so
+# do the temporary files of everything run here (torchrun's among them)
 export TORCHINDUCTOR_CACHE_DIR=$SCRATCH/inductor TRITON_CACHE_DIR=$SCRATCH/triton
+export TMPDIR=$SCRATCH/tmp
+mkdir -p "$TMPDIR" || exit 1
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [[ $DEVICE == cpu ]]; then
   # the dry run checks the plumbing, not speed: --compile still travels through every step, but
@@ -208,8 +211,8 @@ throughput() {
   flags=(--dataset synthetic --device "$DEVICE" --progress-every 1000)
   base=(--dataset synthetic --device "$DEVICE")
   if [[ $DEVICE == cpu ]]; then  # the dry run: shapes and plumbing, not speed
-    flags+=(--subset 20 --batch-size 10)
-    base+=(--subset 20 --batch-size 10 --workers 1)
+    flags+=(--subset 20 --test-subset 20 --batch-size 10)
+    base+=(--subset 20 --test-subset 20 --batch-size 10 --workers 1)
   fi
   # fastest first, so a part cut short still has figures; the compiled run last
   throughput_run resnet18-eager resnet18 resnet18/train.py "${flags[@]}" --epochs 3

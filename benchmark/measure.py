@@ -18,7 +18,8 @@ benchmark/baseline_model.py) and calling the factory that the checkpoint names a
 - inference img/s: common.inference.predict over the test split on the run's device, precision
   and memory layout (eager, never compiled), timed after one untimed warm-up batch;
 - top-1 re-count and superclass top-1 of last.pt, float32 as evaluate.py computes them; test
-  top-1 of best.pt and the split that picked it (val with --val-split, else test).
+  top-1 of best.pt and the split that picked it (val with --val-split, test with
+  --select-on-test); a run with neither has no best.pt, and those figures are None.
 
 With --training-only (benchmark/gpu_check.sh) the second part is skipped: no data set, no
 inference, no top-1 re-count; only the parameters, FLOPs and the training figures.
@@ -41,10 +42,11 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import baseline_model  # noqa: E402  (benchmark/baseline_model.py: the baseline's network)
 from common import data, runtime  # noqa: E402
 from common.augment import Normalize  # noqa: E402
-from common.checkpoint import CheckpointError, load_checkpoint, load_model  # noqa: E402
+from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from common.flags import Parser, ranged  # noqa: E402
-from common.inference import data_of, predict  # noqa: E402
-from common.metrics import MetricsTracker, superclass_accuracy, write_json  # noqa: E402
+from common.inference import data_of, load_model, predict, stats_of  # noqa: E402
+from common.metrics import MetricsTracker, write_json  # noqa: E402
+from common.report import superclass_accuracy  # noqa: E402
 
 # Dense bf16 tensor-core peaks in TFLOP/s, by GPU name; the first matching pattern wins. Vendor
 # figures, not measured here: NVIDIA's H100 (2023), H200 (2024), A100 (2021), A10 (2021), L4
@@ -127,11 +129,12 @@ def main(args):
         raise ValueError(f"unknown model {args.model!r}: no {args.model}/model.py")
     if not (run_dir / "metrics.npz").is_file():
         raise ValueError(f"{run_dir} holds no metrics.npz: train the model first")
-    arch = load_checkpoint(run_dir / "last.pt")["arch"]
-    if not callable(getattr(module, arch, None)):
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    arch = ckpt.get("arch")
+    if not callable(getattr(module, str(arch), None)):
         raise ValueError(f"{module.__file__} defines no factory {arch!r}, the arch of "
                          f"{run_dir / 'last.pt'}")
-    model, ckpt = load_model(run_dir / "last.pt", getattr(module, arch))
+    model = load_model(ckpt, getattr(module, arch), run_dir / "last.pt")
     run = ckpt["args"]
     result = {"model": args.model, "arch": arch, "run_dir": str(run_dir.resolve()),
               **train_figures(MetricsTracker.load(run_dir))}
@@ -183,12 +186,13 @@ def inference_figures(module, arch, run_dir, model, ckpt, device, dtype, channel
     """Inference img/s over the test split, last.pt's top-1 and superclass top-1 in float32,
     best.pt's test top-1 and the split that picked it."""
     run = ckpt["args"]
-    normalize = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
+    normalize = Normalize(*stats_of(ckpt, (data.CIFAR100_MEAN, data.CIFAR100_STD)))
     to_input = ((lambda xb: normalize(xb).contiguous(memory_format=torch.channels_last))
                 if channels_last else normalize)
     model = model.to(device, memory_format=torch.channels_last if channels_last
                      else torch.preserve_format)
-    splits = data.load_splits(**data_of(ckpt), val_split=run.get("val_split", 0))
+    splits = data.load_splits(**data_of(ckpt), subset=run.get("subset", 0),
+                              val_split=run.get("val_split", 0))
     x, y = splits["test"]
     probs, infer_ips = time_inference(model, x, to_input, device, infer_batch, dtype)
     if dtype is not None:  # the accuracy figures in float32, as evaluate.py computes them
@@ -199,7 +203,8 @@ def inference_figures(module, arch, run_dir, model, ckpt, device, dtype, channel
 
     best = {"best_epoch": None, "best_split": None, "best_test_top1": None}
     if (run_dir / "best.pt").is_file():
-        best_model, best_ckpt = load_model(run_dir / "best.pt", getattr(module, arch))
+        best_ckpt = load_checkpoint(run_dir / "best.pt")
+        best_model = load_model(best_ckpt, getattr(module, arch), run_dir / "best.pt")
         best_top1 = top1  # the last epoch was the best: the same weights
         if best_ckpt["epoch"] != ckpt["epoch"]:
             best_pred = predict(best_model.to(device), x, normalize, device, infer_batch)

@@ -24,10 +24,8 @@ class Normalize:
                                 torch.tensor(self.std, device=device)[:, None, None])
         return self._on[device]
 
-    def __call__(self, x, g=None, rows=None):
-        """rows: int64 (n,) on x's device, the images to return (None = all)."""
+    def __call__(self, x, g=None):
         mean, std = self.stats(x.device)
-        x = x if rows is None else x[rows]
         return (x.float() / 255 - mean) / std
 
 
@@ -36,10 +34,10 @@ class Augment:
     """Per-sample random augmentation of a uint8 batch, in a handful of batched tensor ops.
 
     Geometry (crop with zero padding, flip, rotation, shift, zoom) is one affine warp per image;
-    colour jitter is a 3x3 colour matrix per image (hue turns the chroma plane in YIQ space);
-    random erasing (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise
-    are masks. Probabilities are per image. `draw` takes the random numbers from the generator,
-    `apply` is a pure function of (images, numbers), which `compile()` hands to torch.compile.
+    colour jitter is torchvision's ColorJitter with each image's own factors; random erasing
+    (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise are masks.
+    `draw` takes the random numbers from the generator; `apply`, a pure function of (images,
+    numbers), is what `compile()` hands to torch.compile.
     """
     normalize: Normalize             # the dataset's mean/std, applied after the colour ops
     pad: int = 4                     # random crop of the zero-padded image, px
@@ -56,22 +54,11 @@ class Augment:
     noise_p: float = 0.0             # Gaussian noise; drawn from the same uniform as holes_p,
     noise_std: tuple = (0.0125, 0.0278)  # so holes and noise never hit the same image
 
-    def __call__(self, x, g, rows=None):
-        """uint8 (B,3,H,W), generator g on x's device -> normalized float (B,3,H,W), or
-        (n,3,H,W) of x[rows] for rows int64 (n,) on x's device. The numbers are drawn for all
-        B images either way, so the generator's stream, and each image's result, do not
-        depend on rows."""
+    def __call__(self, x, g):
+        """uint8 (B,3,H,W), generator g on x's device -> normalized float (B,3,H,W)."""
         p = self.draw(x.shape, g, x.device)
-        run = getattr(self, "_compiled", None)
-        if run is None:
-            return self.apply(x, p, rows)
-        if rows is None:
-            return run(x, p, None)
-        # torch.compile(dynamic=False) specializes on len(rows): pad it up to a multiple of
-        # B/4 (at most 4 shapes) with copies of one row and drop those outputs again
-        n, quarter = len(rows), -(-len(x) // 4)
-        padded = min(-(-n // quarter) * quarter, len(x))
-        return run(x, p, torch.cat([rows, rows[:1].expand(padded - n)]))[:n]
+        mean, std = self.normalize.stats(x.device)  # outside apply: a compiled graph stays one
+        return getattr(self, "_compiled", self.apply)(x, p, mean, std)
 
     def compile(self, **kwargs):
         """Make __call__ run `apply` through torch.compile (eager `draw` stays); -> self."""
@@ -102,11 +89,9 @@ class Augment:
                 p[k] = rand(B)
         return p
 
-    def apply(self, x, p, rows=None):
-        """uint8 (B,3,H,W), draw's numbers -> normalized float images of x[rows] (all: None).
-        No generator: a pure function, traced whole by torch.compile."""
-        if rows is not None:
-            x, p = x[rows], {k: v[rows] for k, v in p.items()}
+    def apply(self, x, p, mean, std):
+        """uint8 (B,3,H,W), draw's numbers, the normalization's (3,1,1) mean and std ->
+        normalized float images. No generator: a pure function, traced whole by torch.compile."""
         B, _, H, W = x.shape
         dev = x.device
         x = x.float().div_(255)
@@ -132,10 +117,9 @@ class Augment:
             x = self._jitter(x, lambda n: next(draws))
         u = p["u"]
         if self.noise_p:
-            std = self.noise_std[0] + p["std"] * (self.noise_std[1] - self.noise_std[0])
+            sigma = self.noise_std[0] + p["std"] * (self.noise_std[1] - self.noise_std[0])
             use = (u >= self.holes_p) & (u < self.holes_p + self.noise_p)
-            x = (x + (use * std)[:, None, None, None] * p["noise"]).clamp_(0, 1)
-        mean, std = self.normalize.stats(dev)
+            x = (x + (use * sigma)[:, None, None, None] * p["noise"]).clamp_(0, 1)
         x = (x - mean) / std
         keep = torch.ones(B, 1, H, W, device=dev)
         if self.holes_p:

@@ -1,16 +1,19 @@
-"""CIFAR-100 data: constants, the official-file reader, download, a synthetic stand-in, splits.
+"""CIFAR-100 data: constants, the official-file reader, download, the splits a run uses.
 
-Every split is a pair (uint8 images (N, 3, 32, 32), int64 fine labels (N,)) on the CPU; the
-loader and the augmentation that feed them to a model are in augment.py.
+Every split is a pair (uint8 images (N, 3, 32, 32), int64 fine labels (N,)) on the CPU;
+loader.py and augment.py feed them to a model. `--dataset synthetic` draws the offline stand-in
+of synthetic.py (the one module of common/ that another one imports).
 """
 import io
-import math
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import synthetic
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # --data-dir not given
 # Per-channel mean/std of the 50,000 CIFAR-100 training images, pixels scaled to [0, 1].
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -21,18 +24,17 @@ FINE_NAMES = (
     "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch "
     "crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo "
     "keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse "
-    "mushroom oak_tree "
-    "orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum "
-    "rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider "
-    "squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train "
-    "trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+    "mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate "
+    "poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone "
+    "television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
 ).split()
 COARSE_NAMES = (
     "aquatic_mammals fish flowers food_containers fruit_and_vegetables "
     "household_electrical_devices household_furniture insects large_carnivores "
-    "large_man-made_outdoor_things "
-    "large_natural_outdoor_scenes large_omnivores_and_herbivores medium_mammals "
-    "non-insect_invertebrates people reptiles small_mammals trees vehicles_1 vehicles_2"
+    "large_man-made_outdoor_things large_natural_outdoor_scenes large_omnivores_and_herbivores "
+    "medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1 "
+    "vehicles_2"
 ).split()
 # FINE_TO_COARSE[fine_label] = coarse_label, the official map (5 fine classes per superclass).
 FINE_TO_COARSE = (
@@ -52,13 +54,10 @@ class DataError(RuntimeError):
 # ----------------------------------------------------------------------------- official files
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays, nothing else: a crafted file cannot run code."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles
-    }
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how Python 3 writes bytes in protocol-2 pickles
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -78,10 +77,8 @@ def _unpickle(path):
 
 
 def read_cifar100(root, train):
-    """Read cifar-100-python/{train,test} from `root` -> (uint8 (N,3,32,32), int64 fine labels).
-
-    Any subset of the official files is accepted; shape, dtype and label range are checked.
-    """
+    """cifar-100-python/{train,test} in `root` -> (uint8 (N,3,32,32), int64 fine labels (N,)),
+    with shape, dtype and label range checked."""
     path = Path(root) / "cifar-100-python" / ("train" if train else "test")
     d = _unpickle(path)
     if "data" not in d or "fine_labels" not in d:
@@ -100,196 +97,123 @@ def read_meta(root):
     """Fine and coarse class names from cifar-100-python/meta (checked against the constants)."""
     path = Path(root) / "cifar-100-python" / "meta"
     d = _unpickle(path)
-    fine = [n.decode() if isinstance(n, bytes) else n for n in d.get("fine_label_names", [])]
-    coarse = [n.decode() if isinstance(n, bytes) else n for n in d.get("coarse_label_names", [])]
-    if fine != FINE_NAMES or coarse != COARSE_NAMES:
+    names = [[n.decode() if isinstance(n, bytes) else n for n in d.get(key, [])]
+             for key in ("fine_label_names", "coarse_label_names")]
+    if names != [FINE_NAMES, COARSE_NAMES]:
         raise DataError(f"{path}: class names differ from the official CIFAR-100 lists")
-    return fine, coarse
+    return tuple(names)
 
 
 def ensure_cifar100(root, download=True):
-    """Make sure the official files are in `root`, downloading them with torchvision if absent."""
+    """Make sure the official files are in `root`, downloading them with torchvision if absent
+    and `download` allows it."""
     folder = Path(root) / "cifar-100-python"
     if all((folder / f).exists() for f in ("train", "test", "meta")):
         read_meta(root)  # the class names tell CIFAR-100 from a look-alike folder
         return
     hint = (f"put the official cifar-100-python/ folder (train, test, meta) in "
-            f"{Path(root).resolve()} or run offline with --dataset synthetic")
+            f"{Path(root).resolve()}, pass --data-dir DIR where it is, or run offline with "
+            "--dataset synthetic")
     if not download:
         raise DataError(f"CIFAR-100 not found; {hint}")
     try:
         import torchvision  # deferred: only this path needs it
-        print(f"downloading CIFAR-100 to {root} ...", flush=True)
+        print(f"downloading CIFAR-100 (161 MB) to {Path(root).resolve()} ...", flush=True)
         torchvision.datasets.CIFAR100(root, train=True, download=True)  # checks the archive's MD5
     except Exception as e:
         raise DataError(f"CIFAR-100 download failed ({type(e).__name__}: {e}); {hint}") from None
     read_meta(root)
 
 
-# ----------------------------------------------------------------------------- synthetic stand-in
-# Superclass c wears texture _TEXTURES[c // 2] at a period of (5, 10)[c % 2] px; the k-th fine
-# class of a superclass, in label order, is the object _SHAPES[k] on that texture.
-_TEXTURES = ("horizontal stripes", "vertical stripes", "diagonal stripes", "waves", "grid",
-             "checkerboard", "dots", "honeycomb", "rings", "plaid")
-_SHAPES = ("disk", "bar", "triangle", "cross", "ring")
-_PX = torch.arange(32.0) - 15.5  # pixel centres from the image centre, px
+def class_names(dataset):
+    """(fine names, superclass names) for figures and reports: CIFAR-100's, or the synthetic
+    set's own ("h-stripes 5px / disk"); the labels and the superclass map are the same."""
+    return synthetic.names(FINE_TO_COARSE) if dataset == "synthetic" else (FINE_NAMES,
+                                                                          COARSE_NAMES)
 
 
-def synthetic_cifar100(n, split_seed):
-    """A stand-in that only a network that sees texture and shape can solve: n uint8 images
-    (n,3,32,32) and int64 labels, with CIFAR-100's class names and superclass map.
-
-    The superclass is a texture over the whole image: 10 kinds (_TEXTURES) at a period of 5 or
-    10 px. The fine class is the outline of an object on it (_SHAPES: disk, bar, triangle,
-    cross, ring) in the opposite hue and a lighter or darker grey, so the five classes of a
-    superclass share their texture and differ in shape. Hue and grey level are random per
-    image and the texture has zero mean, so the mean colour says nothing of the class, and
-    every texture has the same contrast (RMS), so neither does each channel's spread; the
-    texture is band-limited and never clipped, so a blur (sigma 5 px) leaves the object's
-    silhouette and no trace of the superclass (tests/test_data.py measures both).
-
-    Every cue survives the recipes' augmentations, as an object's class does: textures and
-    shapes are mirror-symmetric or come both ways (a flip turns one diagonal into the other);
-    orientations differ by 45 deg or more, against a 15 deg rotation plus 5 deg of tilt here;
-    the periods differ 2x, against a 15 % zoom plus 8 % jitter here; a 4 px crop moves an
-    object that stays within 3 px of the centre; colour jitter changes neither a luminance
-    pattern nor an outline. The classes are the same for every split; `split_seed` picks the
-    images.
-    """
-    coarse = torch.tensor(FINE_TO_COARSE)
-    shape_of = torch.zeros(NUM_CLASSES, dtype=torch.long)  # rank of a class in its superclass
-    for c in range(20):
-        members = (coarse == c).nonzero().flatten()
-        shape_of[members] = torch.arange(len(members))
-    g = torch.Generator().manual_seed(split_seed)
-    y = torch.randperm(n, generator=g) % NUM_CLASSES
-    x = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
-    for i in range(0, n, 8192):  # bounded memory: ~0.2 GB of float32 per chunk
-        yb = y[i:i + 8192]
-        b, c = len(yb), coarse[yb]
-        q = torch.rand(b, 17, generator=g)  # every per-image random number, uniform in [0, 1)
-        k = 2 * math.pi / (torch.where(c % 2 == 0, 5.0, 10.0) * (0.92 + 0.16 * q[:, 0]))  # rad/px
-        tilt = math.radians(5) * (2 * q[:, 1] - 1)  # rad
-        t = _grouped(c // 2, lambda kind, j: _texture(kind, k[j], tilt[j], q[j, 2:10]))
-        t = t - t.mean((1, 2), keepdim=True)
-        t = t / t.pow(2).mean((1, 2), keepdim=True).sqrt()  # zero mean, unit RMS: one contrast
-        radius = 7.5 + 2.5 * q[:, 10]  # px, of the disk of the object's area
-        centre = 3 * (2 * q[:, 11:13] - 1)  # px from the image centre
-        inside = _grouped(shape_of[yb], lambda kind, j: _shape(kind, centre[j], radius[j]))
-        # colours: the background a random hue of chroma 0.03-0.06 at a grey level of 0.4-0.6,
-        # the object the opposite hue 0.1 lighter or darker; all within 0.34-0.66, so that the
-        # texture (RMS 0.11, peaks at most 3.1x that: 0.34) never clips: clipping would fold
-        # its harmonics into a coarse moire
-        hue = torch.cos(2 * math.pi * q[:, 14, None] + torch.tensor([0, -2, 2]) * math.pi / 3)
-        hue = (0.03 + 0.03 * q[:, 15, None]) * hue
-        level = 0.4 + 0.2 * q[:, 16, None]
-        bg, fg = level + hue, level - hue + torch.where(level < 0.5, 0.1, -0.1)
-        lum = 0.11 * t + 0.01 * torch.randn(b, 32, 32, generator=g)  # texture + pixel noise
-        img = torch.addcmul(bg[:, :, None, None], (fg - bg)[:, :, None, None], inside[:, None])
-        img += lum[:, None]
-        x[i:i + b] = img.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    return x, y
-
-
-def _grouped(group, fn):
-    """fn(kind, index) for each kind's images at once, back in the original order."""
-    order = torch.argsort(group, stable=True)
-    parts = order.split(torch.bincount(group).tolist())
-    return torch.cat([fn(kind, j) for kind, j in enumerate(parts) if len(j)])[order.argsort()]
-
-
-def _wave(k, angle, phase):
-    """(m,) -> (m, 32, 32): k (u cos angle + v sin angle) + phase, u right and v down, rad."""
-    along_u = (k * torch.cos(angle))[:, None, None] * _PX
-    along_v = (k * torch.sin(angle))[:, None] * _PX + phase[:, None]
-    return along_u + along_v[:, :, None]
-
-
-def _texture(kind, k, tilt, q):
-    """Texture `kind` at wave number k (rad/px), tilted by `tilt` (rad); q: (m, 8) uniforms.
-
-    Each is built from cosines of wave number k, at most squared, so no frequency exceeds 2k
-    (the waves' wobble adds sidebands past it below 1 %): at the shortest period, 4.6 px, that
-    is 0.43 cycles/px, under the pixel grid's 0.5, so no harmonic folds back into a coarse
-    moire that a blur would keep.
-    """
-    ph = 2 * math.pi * q
-    cos = lambda j, angle, kk=k: torch.cos(_wave(kk, tilt + angle, ph[:, j]))  # noqa: E731
-    right = math.pi / 2
-    if kind == 0:
-        return cos(0, right)  # the wave runs down: horizontal stripes
-    if kind == 1:
-        return cos(0, 0.0)
-    if kind == 2:  # a flip turns one diagonal into the other, so the class holds both
-        return cos(0, torch.where(q[:, 1] < 0.5, -1.0, 1.0) * right / 2)
-    if kind == 3:  # horizontal stripes bent by a sine twice as long, up to 45 degrees
-        return torch.cos(_wave(k, tilt + right, ph[:, 0])
-                         + 2 * torch.sin(_wave(k / 2, tilt, ph[:, 1])))
-    if kind == 4:  # bright lines both ways
-        return (1 + cos(0, 0.0)) ** 2 + (1 + cos(1, right)) ** 2
-    if kind == 5:  # squares of side period / sqrt(2): the fundamental is at the period
-        return cos(0, 0.0, k / 2 ** 0.5) * cos(1, right, k / 2 ** 0.5)
-    if kind == 6:  # bright dots on a square lattice
-        return (1 + cos(0, 0.0)) * (1 + cos(1, right))
-    if kind == 7:  # three gratings 60 degrees apart, phased to draw dark dots in a bright mesh
-        return -(cos(0, 0.0) + cos(1, math.pi / 3)
-                 + torch.cos(_wave(k, tilt + 2 * math.pi / 3, ph[:, 1] - ph[:, 0])))
-    if kind == 8:  # concentric rings about a point up to 6 px from the centre
-        cu, cv = 12 * q[:, 1:3].T - 6
-        r2 = ((_PX - cu[:, None]) ** 2)[:, None, :] + ((_PX - cv[:, None]) ** 2)[:, :, None]
-        return torch.cos(k[:, None, None] * r2.sqrt() + ph[:, 0, None, None])
-    return sum(cos(j, j * math.pi / 4) for j in range(4))  # plaid: four orientations at once
-
-
-def _shape(kind, centre, radius):
-    """(m, 32, 32) bool: shape `kind` of about a disk's area, axis-aligned and mirror-symmetric."""
-    u = (_PX - centre[:, 0, None]) / radius[:, None]  # (m, 32), in radii
-    v = (_PX - centre[:, 1, None]) / radius[:, None]
-    u, v = u[:, None, :], v[:, :, None]
-    if kind == 0:
-        return u ** 2 + v ** 2 < 1
-    if kind == 1:  # lying flat, 2.6 x 1 radii
-        return (u.abs() < 1.3) & (v.abs() < 0.5)
-    if kind == 2:  # apex up; height 2.2, base 2.6 radii
-        return (v.abs() < 1.1) & (u.abs() < (v + 1.1) * 1.3 / 2.2)
-    if kind == 3:
-        return ((u.abs() < 0.35) & (v.abs() < 1.15)) | ((v.abs() < 0.35) & (u.abs() < 1.15))
-    r2 = u ** 2 + v ** 2
-    return (r2 < 1.15 ** 2) & (r2 > 0.6 ** 2)
+def synthetic_cifar100(n, split_seed, masks=False):
+    """n images of the synthetic stand-in with CIFAR-100's labels (synthetic.images)."""
+    return synthetic.images(n, split_seed, FINE_TO_COARSE, masks)
 
 
 # ----------------------------------------------------------------------------- splits
-def load_splits(dataset, data_dir, subset=0, val_split=0, download=True):
-    """-> {"train": (x, y), "val": (x, y) or None, "test": (x, y)}, uint8 images on the CPU.
+def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, download=True,
+                masks=False, train=True):
+    """-> {"train", "val" (None without val_split), "test": (x, y) uint8 images on the CPU,
+    "test_masks": the synthetic test objects' pixels (masks=True) or None, "sizes": a line}.
 
-    subset: keep this many training images (and a fifth as many test images), drawn by a fixed
-        permutation, so a small run still sees every class.
-    val_split: carve this many images from the training set as a fixed validation set.
+    subset / test_subset: keep that many training / test images (0: all), the same number of
+    each class (one more for some where it does not divide); the test split is never shrunk
+    by `subset`. val_split: hold out that many training images, drawn the same way.
+    The synthetic set is drawn at the size asked for (50,000 training, 10,000 test images).
+    train=False: the test split alone (for evaluation), train and val None.
     """
-    if subset < 0:
-        raise DataError(f"--subset {subset}: use 0 (every image) or a positive count")
+    for flag, n in (("--subset", subset), ("--test-subset", test_subset)):
+        if n < 0:
+            raise DataError(f"{flag} {n}: use 0 (every image) or a positive count")
+    test_masks = None
+    wanted = train  # the flag; `train` names the split below
     if dataset == "synthetic":
-        n_train = subset or 50_000
-        train, test = synthetic_cifar100(n_train, 1), synthetic_cifar100(max(n_train // 5, 100), 2)
+        train = synthetic_cifar100(subset or 50_000, 1) if wanted else None
+        *test, test_masks = synthetic_cifar100(test_subset or 10_000, 2, masks=True)
+        of = {"train": 50_000, "test": 10_000}
     elif dataset == "cifar100":
+        data_dir = DEFAULT_DATA_DIR if data_dir is None else data_dir
         ensure_cifar100(data_dir, download)
-        train, test = read_cifar100(data_dir, True), read_cifar100(data_dir, False)
-        if subset:
-            train = _take(train, subset, seed=0)
-            test = _take(test, max(subset // 5, 100), seed=0)
+        train = read_cifar100(data_dir, True) if wanted else None
+        test = read_cifar100(data_dir, False)
+        of = {"train": len(train[1]) if wanted else None, "test": len(test[1])}
+        train = _take(train, subset, "--subset") if wanted else None
+        test = _take(test, test_subset, "--test-subset")
     else:
         raise DataError(f"unknown dataset {dataset!r}; use cifar100 or synthetic")
     val = None
+    if not wanted:
+        return {"train": None, "val": None, "test": tuple(test), "test_masks": test_masks if masks
+                else None, "sizes": f"test {len(test[1]):,} of {of['test']:,}"}
     if val_split:
-        if not 0 < val_split < len(train[0]):
-            raise DataError(f"--val-split {val_split} must be between 1 and {len(train[0]) - 1}, "
-                            f"the number of training images less one")
-        order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(0))
-        val = tuple(t[order[:val_split]] for t in train)
-        train = tuple(t[order[val_split:]] for t in train)
-    return {"train": train, "val": val, "test": test}
+        if not 0 < val_split < len(train[1]):
+            raise DataError(f"--val-split {val_split} must be between 1 and {len(train[1]) - 1}, "
+                            "the number of training images less one")
+        held = torch.zeros(len(train[1]), dtype=torch.bool)
+        held[_stratified(train[1], val_split)] = True
+        val, train = tuple(t[held] for t in train), tuple(t[~held] for t in train)
+    per_class = lambda y: "-".join(map(str, sorted({int(y.bincount().min()),  # noqa: E731
+                                                    int(y.bincount().max())})))
+    sizes = (f"train {len(train[1]):,} of {of['train']:,} ({per_class(train[1])} per class)"
+             + (f", val {len(val[1]):,}" if val else "")
+             + f", test {len(test[1]):,} of {of['test']:,}")
+    return {"train": train, "val": val, "test": tuple(test), "sizes": sizes,
+            "test_masks": test_masks if masks else None}
 
 
-def _take(split, n, seed):
-    order = torch.randperm(len(split[0]), generator=torch.Generator().manual_seed(seed))[:n]
-    return tuple(t[order] for t in split)
+def channel_stats(x):
+    """Per-channel mean and std of uint8 images (N, 3, H, W), pixels on [0, 1] -> two tuples of
+    3 floats for Normalize; exact, from each channel's histogram of the 256 values."""
+    v = torch.arange(256.0) / 255
+    hist = [torch.bincount(x[:, c].flatten(), minlength=256).float() for c in range(3)]
+    mean = [float((h * v).sum() / h.sum()) for h in hist]
+    return tuple(mean), tuple(float((h * (v - m) ** 2).sum() / h.sum()) ** 0.5
+                              for h, m in zip(hist, mean))
+
+
+def _take(split, n, flag):
+    """n images of a split, stratified (the whole split for n = 0)."""
+    if n < 0 or n > len(split[1]):
+        raise DataError(f"{flag} {n}: use 0 (every image) up to {len(split[1])}")
+    return split if n in (0, len(split[1])) else tuple(t[_stratified(split[1], n)] for t in split)
+
+
+def _stratified(y, n, seed=0):
+    """Sorted indices of n of the labels y, as many of each class as possible (the counts differ
+    by at most one), each class's images in a fixed random order."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(y), generator=g)
+    classes = y[order]
+    by_class = torch.argsort(classes, stable=True)  # grouped by class, random within a class
+    start = torch.cumsum(torch.bincount(classes), 0) - torch.bincount(classes)
+    rank = torch.empty_like(classes)
+    rank[by_class] = torch.arange(len(y)) - start[classes[by_class]]  # place within its class
+    tie = torch.randperm(int(y.max()) + 1, generator=g)[classes]  # which classes get one more
+    return order[torch.argsort(rank * len(tie) + tie)[:n]].sort().values

@@ -1,10 +1,12 @@
 """torchrun: everything distributed is here, and in the few lines of train.py that call it.
 
-Under plain `python` every function is a no-op (or returns its input), so the single-process
-program is unchanged. Under torchrun each rank holds a replica in DistributedDataParallel, draws
-the whole global batch and keeps its slice; rank 0 alone writes.
+Under plain `python` every function is a no-op (or returns its input). Under torchrun each rank
+holds a replica in DistributedDataParallel and trains on its slice of every global batch; rank 0
+alone writes. CIFAR100_FORCE_DDP=1 sets up the process group and DDP in a one-process torchrun
+job too, so that one GPU (or the CPU, over gloo) can check the whole distributed path.
 """
 import contextlib
+import datetime
 import gc
 import os
 
@@ -15,9 +17,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 def init(device):
     """-> (rank, world size, this rank's device). Plain `python`: (0, 1, device). Under torchrun
-    (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT): join the process group -- NCCL
-    with one GPU per rank (LOCAL_RANK) on CUDA, gloo on the CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    (RANK, WORLD_SIZE, LOCAL_RANK set): join the group, NCCL with one GPU a rank, or gloo."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not _forced():
         return 0, 1, device
     if device.type == "mps":
         raise ValueError("torchrun needs CUDA or the CPU (MPS has no process-group backend); "
@@ -30,9 +31,8 @@ def init(device):
 
 
 def close():
-    """Leave the process group once every rank is done (a rank that tears the group down while
-    another still uses it can abort the job). Only on success: after an error the process just
-    exits, and torchrun ends the other ranks."""
+    """Leave the process group once every rank is done (a rank that leaves while another still
+    uses it can abort the job). After an error the process just exits; torchrun ends the rest."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -41,20 +41,25 @@ def close():
         gc.collect()
 
 
-def _world():
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+def _forced():
+    return os.environ.get("CIFAR100_FORCE_DDP") == "1" and "RANK" in os.environ  # torchrun's
+
+
+def _grouped():
+    """A process group exists: torchrun with 2+ ranks, or a forced one-rank group."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def sum_over_ranks(t):
     """All-reduce (sum) a tensor in place across ranks; a no-op in a single process."""
-    if _world() > 1:
+    if _grouped():
         dist.all_reduce(t)
     return t
 
 
 def any_rank(*flags):
     """[flag is True on some rank, ...]: every rank takes the same decision (stop, NaN)."""
-    if _world() == 1:
+    if not _grouped():
         return list(flags)
     t = torch.tensor([int(bool(f)) for f in flags],
                      device="cuda" if dist.get_backend() == "nccl" else "cpu")
@@ -64,17 +69,17 @@ def any_rank(*flags):
 
 def gather_objects(obj):
     """[obj of rank 0, obj of rank 1, ...] on every rank; [obj] in a single process."""
-    if _world() == 1:
+    if not _grouped():
         return [obj]
-    out = [None] * _world()
+    out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
 
 
 def broadcast_buffers(module):
-    """Rank 0's buffers (BatchNorm running statistics) to every rank: each rank's forward
-    updates them from its own slice, and evaluation must use the weights rank 0 saves."""
-    if _world() > 1:
+    """Rank 0's buffers (BatchNorm statistics, which each rank updates from its own slice) to
+    every rank: evaluation uses the weights rank 0 saves."""
+    if _grouped():
         for b in module.buffers():
             dist.broadcast(b, 0)
 
@@ -82,7 +87,7 @@ def broadcast_buffers(module):
 def data_parallel(model, device, sync_bn=False):
     """DistributedDataParallel around `model` under torchrun (one GPU per rank on CUDA); the
     model itself otherwise. sync_bn: BatchNorm over the global batch (CUDA only)."""
-    if _world() == 1:
+    if not _grouped():
         return model
     if sync_bn and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps modules in place
@@ -94,12 +99,14 @@ def data_parallel(model, device, sync_bn=False):
 @contextlib.contextmanager
 def local_rank_zero_first():
     """`with local_rank_zero_first(): load or download the data`: on each machine local rank 0
-    runs the block first (a download, its checksum) and the other ranks only after it, so they
-    never write the same files at once. A no-op in a single process. Should rank 0 fail, it
-    exits and torchrun ends the ranks that wait."""
+    runs the block first (a download, its checksum), the others after it, so no two write the
+    same files. The wait has a group of its own (gloo: any device) and a timeout of 2 hours: a
+    download may outlast the default group's 10 minutes. Should rank 0 fail, torchrun ends all."""
     leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    if _world() > 1 and not leader:
-        dist.barrier()
+    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=2)) \
+        if _grouped() else None
+    if group is not None and not leader:
+        dist.barrier(group)
     yield
-    if _world() > 1 and leader:
-        dist.barrier()
+    if group is not None and leader:
+        dist.barrier(group)

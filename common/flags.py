@@ -1,18 +1,14 @@
-"""Command-line flags: ranges checked by the flag's own type, one-line parse errors, every default
-shown in --help, named recipes as defaults, and the flags all three train.py share.
-
-    p = Parser("Train X.", recipes={"seed004": {...}, "seed002": {...}})
-    p.add_argument("--lr", type=ranged(float, 0, 100, lo_open=True), help="peak learning rate")
-    p = training_parser(__doc__, RECIPES, add_model_args, folder)  # what train.py uses
-"""
+"""Command-line flags: ranges checked by the flag's own type (`ranged`), one-line parse errors,
+every default shown in --help, named recipes as defaults (`Parser`), and the flags all three
+train.py share (`training_parser`)."""
 import argparse
 import copy
 from pathlib import Path
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag's default, also of flags without a help string (which
-    ArgumentDefaultsHelpFormatter skips); the description and epilog keep their line breaks."""
+    """Every flag's default, also without a help string (ArgumentDefaultsHelpFormatter skips
+    those); the description and epilog keep their line breaks."""
 
     def _format_action(self, action):
         if action.help is None and action.option_strings and action.default is not None:
@@ -25,10 +21,11 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and whose --help shows every default.
 
     recipes: {name: {flag dest: value}}; the epilog lists them. select_recipe(name) makes one
-    the defaults (flags on the command line still win).
+    the defaults (flags on the command line still win). renamed: {old name: name}, so that a
+    checkpoint that names a recipe by its old name still resumes.
     """
 
-    def __init__(self, description, recipes=None, epilog=None, **kwargs):
+    def __init__(self, description, recipes=None, epilog=None, renamed=None, **kwargs):
         if recipes:
             epilog = (epilog or "") + \
                 "recipes (--recipe NAME sets these defaults; flags you give still win):\n"
@@ -41,11 +38,12 @@ class Parser(argparse.ArgumentParser):
                 epilog += line + "\n"
         super().__init__(description=description, formatter_class=_ShowDefaults, epilog=epilog,
                          **kwargs)
-        self.recipes, self.base_defaults = recipes or {}, None
+        self.recipes, self.renamed, self.base_defaults = recipes or {}, renamed or {}, None
 
     def select_recipe(self, name):
         """The recipe's values become the defaults; a flag it does not name keeps the flag's
         own default (never another recipe's)."""
+        name = self.renamed.get(name, name)
         if name not in self.recipes:
             self.error(f"argument --recipe: unknown recipe {name!r}; choose from "
                        f"{', '.join(self.recipes)}")
@@ -82,32 +80,41 @@ def ranged(kind, lo=None, hi=None, lo_open=False, hi_open=False):
     return parse
 
 
-def training_parser(doc, recipes, add_model_args, folder, add_help=True):
+def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed=None):
     """The flags every train.py shares, grouped, with the first recipe's values as defaults;
-    add_model_args(group) adds the folder's own. Paths default to <repo>/data and
-    <repo>/runs/<folder name>."""
-    p = Parser(doc.split("\n\n")[0], recipes, add_help=add_help)
+    add_model_args(group) adds the folder's own. The run directory defaults to
+    <repo>/runs/<folder name>, the data to <repo>/data (kept as None: a run that moves to
+    another machine finds that machine's data/)."""
+    p = Parser(doc.split("\n\n")[0], recipes, add_help=add_help, renamed=renamed)
     p.add_argument("--recipe", default=next(iter(recipes)), choices=list(recipes),
                    help="a named set of defaults, listed at the end")
     unit, share, count = ranged(float, 0, 1), ranged(float, 0, 1), ranged(int, 0)
     g = p.add_argument_group("data")
-    g.add_argument("--data-dir", default=str(Path(folder).parent / "data"),
-                   help="holds cifar-100-python/")
+    g.add_argument("--data-dir", help="holds cifar-100-python/ (default: data/ in the repo)")
     g.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100",
                    help="synthetic: the offline stand-in, same shapes and class names")
-    g.add_argument("--subset", type=count, default=0, help="train on N images (0 = all)")
+    g.add_argument("--subset", type=count, default=0,
+                   help="train on N images, as many of each class (0 = all); the test split "
+                   "stays whole")
+    g.add_argument("--test-subset", type=count, default=0,
+                   help="test on N images, as many of each class (0 = all)")
     g.add_argument("--val-split", type=count, default=0,
-                   help="hold out N training images to pick best.pt on (0 = pick on test)")
+                   help="hold out N training images, as many of each class, to choose best.pt "
+                   "on and for --target-acc (0 = none, and no best.pt)")
+    g.add_argument("--select-on-test", action="store_true",
+                   help="the source projects' practice: best.pt is the epoch with the best TEST "
+                   "top-1 and --target-acc watches the test split (optimistic; the log says so)")
     g.add_argument("--num-workers", type=count, default=0,
-                   help="accepted for seed 004's command line; unused: batches are drawn and "
-                   "augmented on the device, with no loader processes")
+                   help="accepted for the ResNet-18 write-up's command line; unused: batches "
+                   "are drawn and augmented on the device, with no loader processes")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=ranged(int, 1), help="passes over the training set")
     g.add_argument("--batch-size", type=ranged(int, 1),
                    help="images per optimizer step, over all GPUs under torchrun")
     g.add_argument("--accum-steps", type=ranged(int, 1), default=1,
                    help="split each batch into K micro-batches (gradient accumulation): the "
-                   "memory of batch/K, the update of the whole batch")
+                   "memory of batch/K and the whole batch's mean gradient, but BatchNorm "
+                   "normalizes each micro-batch alone and moves its statistics K times")
     g.add_argument("--optimizer", choices=["sgd", "adamw"])
     g.add_argument("--lr", type=ranged(float, 0, 100, lo_open=True), help="peak learning rate")
     g.add_argument("--momentum", type=share, default=0.9, help="SGD only")
@@ -122,34 +129,30 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True):
                    help="onecycle: start lr = lr / this")
     g.add_argument("--final-div-factor", type=ranged(float, 1), default=1e4,
                    help="onecycle: end lr = start lr / this")
-    g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: first cycle, "
-                   "epochs")
+    g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: epochs")
     g.add_argument("--tmult", type=ranged(int, 1), default=2, help="cosine-restarts: growth")
     g.add_argument("--step-epochs", type=ranged(int, 1), default=30,
                    help="step: epochs between lr drops")
     g.add_argument("--gamma", type=unit, default=0.1, help="step: lr factor per drop")
-    g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0,
-                   help="max gradient norm (0 = off)")
+    g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0, help="max grad norm, 0 = off")
     g.add_argument("--target-acc", type=ranged(float, 0, 100), default=0.0,
-                   help="stop once eval top-1 %% reaches it (0 = never)")
+                   help="stop once validation top-1 %% reaches it (0 = never; needs "
+                   "--val-split, or --select-on-test)")
     g = p.add_argument_group("regularization")
     g.add_argument("--label-smoothing", type=ranged(float, 0, 1, hi_open=True),
                    help="share of the target spread over all classes")
     g.add_argument("--mixup-alpha", type=ranged(float, 0), default=0.0, help="0 = no Mixup")
     g.add_argument("--cutmix-alpha", type=ranged(float, 0), default=0.0, help="0 = no CutMix")
     g.add_argument("--mix-prob", type=share, default=1.0, help="share of batches mixed")
-    g.add_argument("--switch-prob", type=share, default=0.5,
-                   help="CutMix share when both alphas > 0")
+    g.add_argument("--switch-prob", type=share, default=0.5, help="CutMix share if both alphas")
     g.add_argument("--ema", type=ranged(float, 0, 1, hi_open=True), default=0.0,
                    help="EMA decay per step, e.g. 0.999 (0 = off)")
     add_model_args(p.add_argument_group("model"))
     g = p.add_argument_group("augmentation (per image, batched on the device)")
-    g.add_argument("--pad", type=ranged(int, 0, 16), default=4,
-                   help="random crop of the zero-padded image, px")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="horizontal, p 0.5")
-    g.add_argument("--rotate", type=ranged(float, 0, 180), default=0.0,
-                   help="max rotation, degrees")
+    g.add_argument("--pad", type=ranged(int, 0, 16), default=4, help="random crop of the "
+                   "zero-padded image, px")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True, help="p 0.5")
+    g.add_argument("--rotate", type=ranged(float, 0, 180), default=0.0, help="max, degrees")
     g.add_argument("--translate", type=ranged(float, 0, 0.5), default=0.0,
                    help="max shift, fraction of the side")
     g.add_argument("--scale", type=ranged(float, 0.1, 10), nargs=2, default=[1.0, 1.0],
@@ -160,8 +163,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True):
                    help="colour jitter: brightness contrast saturation hue")
     g.add_argument("--erase-p", type=share, default=0.0, help="random erasing probability")
     g.add_argument("--holes-p", type=share, default=0.0, help="coarse dropout probability")
-    g.add_argument("--holes", type=ranged(int, 1, 64), default=8,
-                   help="coarse dropout: squares per image")
+    g.add_argument("--holes", type=ranged(int, 1, 64), default=8, help="coarse dropout: squares")
     g.add_argument("--hole-size", type=ranged(int, 1, 32), nargs=2, default=[8, 8],
                    metavar=("LO", "HI"), help="coarse dropout: each side drawn from LO..HI px")
     g.add_argument("--noise-p", type=share, default=0.0, help="Gaussian noise (never with holes)")
@@ -193,8 +195,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True):
     g.add_argument("--tensorboard", action="store_true",
                    help="also log each epoch's figures to OUT_DIR/tensorboard "
                    "(pip install -r requirements-tensorboard.txt)")
-    g.add_argument("--progress-every", type=ranged(float, 0), default=10.0,
-                   help="seconds between progress lines")
+    g.add_argument("--progress-every", type=ranged(float, 0), default=10.0, help="seconds")
     p.select_recipe(next(iter(recipes)))  # so --help shows the recipe's values
     return p
 
@@ -209,11 +210,12 @@ def parse_training_args(build_parser, argv=None, saved_args=None):
     if given.resume:
         run_dir = Path(given.out_dir or parser.get_default("out_dir"))
         path = run_dir / "last.pt" if given.resume == "last" else Path(given.resume)
-        saved = saved_args(path)
-        if given.recipe and given.recipe != saved.get("recipe"):
+        saved = dict(saved_args(path))
+        recipe = saved["recipe"] = parser.renamed.get(saved.get("recipe"), saved.get("recipe"))
+        if given.recipe and given.recipe != recipe:
             parser.error(f"argument --recipe: the checkpoint was trained with recipe "
-                         f"{saved.get('recipe')!r}; drop --recipe when resuming")
-        parser.select_recipe(saved.get("recipe", next(iter(parser.recipes))))
+                         f"{recipe!r}; drop --recipe when resuming")
+        parser.select_recipe(recipe or next(iter(parser.recipes)))
         parser.set_defaults(**{**saved, "resume": None, "init": None,  # --init was its start
                                "out_dir": str(given.out_dir or path.parent)})
     elif given.recipe:
@@ -230,6 +232,13 @@ def check_training_args(args, world):
         raise ValueError(f"--batch-size {args.batch_size} does not split into {world} rank(s) x "
                          f"{args.accum_steps} micro-batch(es) (--accum-steps): make it a "
                          f"multiple of {world * args.accum_steps}")
+    if args.target_acc and not (args.val_split or args.select_on_test):
+        raise ValueError(f"--target-acc {args.target_acc} stops on a validation score: add "
+                         "--val-split N (e.g. 5000), or --select-on-test to stop on the test "
+                         "score as the source projects did")
+    if args.val_split and args.select_on_test:
+        raise ValueError("--val-split chooses best.pt on held-out training images, "
+                         "--select-on-test on the test split: give one of them")
     if args.resume and args.init:
         raise ValueError("--resume continues a run, --init starts a new one from weights: "
                          "give one of them")

@@ -84,6 +84,18 @@ def gradcam_maps(model, layer, x, normalize, target=None, batch=100):
     return torch.cat(maps) if maps else torch.zeros(0, *x.shape[2:])
 
 
+def pointing_game(maps, masks, correct):
+    """How often the peak of each map lies on the object (Zhang et al. 2016, "Top-down Neural
+    Attention by Excitation Backprop", arXiv:1608.00507): maps (N,H,W), masks bool (N,H,W) of
+    the objects' pixels, correct bool (N,) -> {"hit", "hit_correct", "chance": %, "images"}.
+    A blank map (no peak) is a miss; chance is the objects' mean share of the image."""
+    flat = maps.flatten(1)
+    hit = masks.flatten(1).gather(1, flat.argmax(1, keepdim=True))[:, 0] & (flat.amax(1) > 0)
+    share = lambda h: 100 * h.float().mean().item() if len(h) else float("nan")  # noqa: E731
+    return {"hit": share(hit), "hit_correct": share(hit[correct]),
+            "chance": share(masks.flatten(1)), "images": len(hit)}
+
+
 def find_layer(model, name):
     """The submodule called "layer4.1", "layer4[-1]" or "layer4.1.conv2" (negative indices ok)."""
     module, path = model, []

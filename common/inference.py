@@ -1,10 +1,11 @@
-"""Use a trained checkpoint: which data it was trained on, batched prediction, one image file.
+"""Use a trained checkpoint: rebuild its network, find the data it was trained against, batched
+prediction, one image file. With checkpoint.load_checkpoint this is all that evaluate.py,
+gradcam.py, evaluate_superclass.py and app.py need:
 
-With checkpoint.load_model (which rebuilds the network) this is all that evaluate.py, gradcam.py,
-evaluate_superclass.py and app.py need:
-
-    model, ckpt = load_model(path, resnet18, device=device)    # common/checkpoint.py
-    x, y = data.load_splits(**data_of(ckpt))["test"]            # the split it was trained against
+    ckpt = load_checkpoint(path)                                # common/checkpoint.py
+    model = load_model(ckpt, resnet18, path, device=device)     # the network, in eval mode
+    x, y = data.load_splits(**data_of(ckpt), train=False)["test"]  # what it was scored on
+    normalize = Normalize(*stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD)))  # augment, data
     probs = predict(model, x, normalize, device)                # (N, 100) softmax on the CPU
 """
 from pathlib import Path
@@ -12,22 +13,59 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+def load_model(ckpt, factory, path, ema=False, args_of_state=None, device="cpu"):
+    """Rebuild factory(**model_args) from a load_checkpoint dict -> the model in eval mode on
+    `device`. Our checkpoints name their arch, which must be the factory's name; another layout
+    (arch None) gets args_of_state(state dict) as model_args, or the factory's defaults.
+    ema: the exponential moving average's weights instead of the model's."""
+    arch, state = factory.__name__, ckpt.get("model")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds neither a training checkpoint, a state dict nor a "
+                         "{'model_state_dict': ...} dict")
+    if ckpt.get("arch") not in (None, arch):
+        raise ValueError(f"{path} holds a {ckpt['arch']!r} model; use the scripts of that "
+                         f"model's folder (these rebuild {arch})")
+    if ema:
+        if not ckpt.get("ema"):
+            raise ValueError(f"{path} has no EMA weights; drop --ema or train with --ema")
+        # AveragedModel keeps the network under "module." next to its "n_averaged" counter
+        state = {k[7:]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+    model_args = ckpt.get("model_args") or (args_of_state(state) if args_of_state else {})
+    model = factory(**model_args)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every missing, unexpected and misshapen key
+        raise ValueError(f"{path} does not fit {arch}({model_args}): "
+                         f"{' '.join(str(e).split())[:400]}") from None
+    return model.to(device).eval()
 
 
-def data_of(ckpt, dataset=None, data_dir=None, subset=None):
-    """load_splits' arguments for the data a checkpoint was trained on; a value given here wins.
+def stats_of(ckpt, default):
+    """The per-channel (mean, std) a checkpoint's network was trained with: its training images'
+    own, stored in its args; `default` for a checkpoint that stored none (older runs, other
+    layouts: CIFAR-100's constants)."""
+    return tuple(ckpt.get("args", {}).get("normalize") or default)
 
-    A checkpoint without training flags (a bare state dict) means CIFAR-100 in the repo's data/.
-    """
+
+def data_of(ckpt, dataset=None, data_dir=None, test_subset=None):
+    """load_splits' arguments for the test images a checkpoint was scored on during training;
+    a value given here wins. Its --data-dir is taken as it was given (None: the repo's data/);
+    one that is not on this machine (a run copied from elsewhere) is not downloaded into: that
+    is a one-line error asking for --data-dir. A bare state dict means CIFAR-100 in data/."""
     trained = ckpt.get("args", {})
-    return {"dataset": dataset or trained.get("dataset") or ckpt.get("dataset", "cifar100"),
-            "data_dir": data_dir or trained.get("data_dir") or str(DEFAULT_DATA_DIR),
-            "subset": subset if subset is not None else trained.get("subset", 0)}
+    dataset = dataset or trained.get("dataset") or ckpt.get("dataset") or "cifar100"
+    download = data_dir is not None or trained.get("data_dir") is None
+    data_dir = data_dir or trained.get("data_dir")
+    if dataset == "cifar100" and not download and not Path(data_dir).is_dir():
+        raise ValueError(f"the run was trained on CIFAR-100 in {data_dir}, which is not on this "
+                         "machine: pass --data-dir DIR (CIFAR-100 is downloaded there if absent)")
+    return {"dataset": dataset, "data_dir": data_dir, "download": download,
+            "test_subset": trained.get("test_subset", 0) if test_subset is None else test_subset}
 
 
 @torch.no_grad()
-def predict(model, x, normalize, device, batch_size=500, tta=False, dtype=None):
+def predict(model, x, normalize, device, batch_size=1000, tta=False, dtype=None):
     """uint8 images (N,3,H,W) -> softmax probabilities (N, C), float32 on the CPU.
 
     normalize: uint8 batch -> model input (augment.Normalize); tta: average over a horizontal

@@ -1,65 +1,17 @@
-"""Accuracy, confusion matrix, per-class and calibration figures, the evaluation report that
-every evaluate.py writes, the per-epoch metrics file, and the progress lines printed while
-training (plain lines, readable in a log file)."""
+"""What a training run records: the per-epoch metrics file (metrics.npz + metrics.csv), the
+progress lines printed while it trains (plain lines, readable in a log file), and atomic writes
+of its JSON and figures. The evaluation report of a checkpoint is in report.py.
+"""
 import csv
 import json
 import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-
-def topk_correct(logits, y, ks=(1, 5)):
-    """Number of samples whose label is among the k highest logits, for each k."""
-    top = logits.topk(max(ks), dim=1).indices
-    hit = top == y[:, None]
-    return [int(hit[:, :k].any(1).sum()) for k in ks]
-
-
-def confusion_matrix(pred, y, num_classes):
-    """cm[true, predicted] counts, int64 (C, C)."""
-    idx = y.long().cpu() * num_classes + pred.long().cpu()
-    return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def superclass_accuracy(pred, y, fine_to_coarse):
-    """% of images whose predicted fine class lies in the superclass of the true fine class."""
-    to_coarse = torch.as_tensor(fine_to_coarse)
-    return 100.0 * float((to_coarse[pred.cpu()] == to_coarse[y.cpu()]).double().mean())
-
-
-def per_class_report(cm):
-    """Precision, recall (= per-class accuracy), F1 per class and their macro/weighted means."""
-    cm = cm.double()
-    tp, support = cm.diag(), cm.sum(1)
-    precision = tp / cm.sum(0).clamp(min=1)
-    recall = tp / support.clamp(min=1)
-    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    w = support / support.sum()
-    out = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    for name in ("precision", "recall", "f1"):
-        out[f"macro_{name}"] = float(out[name].mean())
-        out[f"weighted_{name}"] = float((out[name] * w).sum())
-    return out
-
-
-def calibration(confidence, correct, bins=15):
-    """Expected calibration error (Guo et al. 2017, arXiv:1706.04599) over equal-width bins.
-
-    -> ece, per-bin mean confidence, accuracy and count (empty bins: nan, nan, 0).
-    """
-    confidence, correct = confidence.double().cpu(), correct.double().cpu()
-    b = (confidence * bins).long().clamp(max=bins - 1)
-    count = torch.bincount(b, minlength=bins).double()
-    conf = torch.bincount(b, confidence, minlength=bins) / count
-    acc = torch.bincount(b, correct, minlength=bins) / count
-    ece = float(((conf - acc).abs().nan_to_num() * count).sum() / count.sum())
-    return ece, conf, acc, count
 
 
 class MetricsTracker:
@@ -149,35 +101,6 @@ def epoch_line(epoch, epochs, row, seconds, eta):
     return "  ".join(parts)
 
 
-def analyse(probs, y, names):
-    """All the figures of report.json, from test probabilities (N, C) and labels (N,)."""
-    C = probs.shape[1]
-    conf, pred = probs.max(1)
-    top1, top5 = (100 * k / len(y) for k in topk_correct(probs, y, (1, 5)))
-    cm = confusion_matrix(pred, y, C)
-    rep = per_class_report(cm)
-    ece, bin_conf, bin_acc, bin_count = calibration(conf, pred == y, bins=15)
-    acc = 100 * rep["recall"]
-
-    def ranked(descending):  # ten classes that have test images; ties in class order
-        order = acc.argsort(descending=descending, stable=True).tolist()
-        return [(names[c], float(acc[c])) for c in order if rep["support"][c] > 0][:10]
-    off = cm.clone().fill_diagonal_(0).view(-1)
-    pairs = [(names[i // C], names[i % C], int(off[i]))
-             for i in off.argsort(descending=True, stable=True)[:10].tolist() if off[i] > 0]
-    return {"images": len(y), "top1": top1, "top5": top5,
-            "loss": float(F.nll_loss(probs.clamp(min=1e-12).log(), y)),  # of the averaged softmax
-            "ece": ece, "best_classes": ranked(True), "worst_classes": ranked(False),
-            "confused_pairs": pairs,
-            **{k: v for k, v in rep.items() if not torch.is_tensor(v)},  # macro_/weighted_ P, R, F1
-            "classes": list(names),
-            **{f"per_class_{k}": rep[k].tolist() for k in ("precision", "recall", "f1", "support")},
-            "calibration_bins": {"confidence": [None if v != v else v for v in bin_conf.tolist()],
-                                 "accuracy": [None if v != v else v for v in bin_acc.tolist()],
-                                 "count": bin_count.tolist()},  # None: empty bin (JSON has no NaN)
-            "confusion_matrix": cm.tolist()}
-
-
 def write_json(obj, path):
     """Write JSON atomically (a reader never sees half a file), indented, with each innermost list
     on one line (a 100x100 matrix is 100 lines)."""
@@ -187,3 +110,33 @@ def write_json(obj, path):
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)  # a reader never sees half a report
+
+
+def save_figure(fig, path, dpi=100):
+    """A matplotlib Figure as a PNG at path, atomically (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Plotter:
+    """`plotter(draw, path)` calls draw() -> Figure and saves it to path on a thread, so training
+    goes on meanwhile (~1 s a figure on a CPU). One at a time: a new one waits for the last.
+    join() waits for the last one (before the run ends)."""
+
+    def __init__(self):
+        self.thread = None
+
+    def __call__(self, draw, path):
+        self.join()
+        self.thread = threading.Thread(target=lambda: save_figure(draw(), path))
+        self.thread.start()
+
+    def join(self):
+        if self.thread is not None:
+            self.thread.join()

@@ -1,13 +1,9 @@
-"""Evaluation figures every folder draws -- confusion heatmap, reliability diagram, image grid --
-and `save`, which writes any figure (the training curves of curves.py too).
+"""The evaluation figures every folder draws: confusion heatmap, reliability diagram, image grid.
 
-Built on matplotlib.figure.Figure, not pyplot, so no backend or global state is touched. Each PNG
-is written to a temporary name in the same directory and renamed, so a crash never leaves half a
-file where a finished plot was.
+Each returns a matplotlib.figure.Figure (not pyplot: no backend, no global state);
+metrics.save_figure writes it atomically.
 """
-import os
 import textwrap
-from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import PowerNorm
@@ -16,19 +12,7 @@ from matplotlib.figure import Figure
 GOOD, BAD = "#1a7f37", "#cf222e"  # title colours of correct / wrong predictions
 
 
-def save(fig, path, dpi=100):
-    """fig as a PNG at path, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def confusion_heatmap(cm_norm, names, path, title, annotate=False):
+def confusion_heatmap(cm_norm, names, title, annotate=False):
     """Row-normalized confusion matrix (rows: true class, columns: predicted).
 
     The colour scale is a square root so the small off-diagonal confusions stay visible. With
@@ -51,10 +35,10 @@ def confusion_heatmap(cm_norm, names, path, title, annotate=False):
         for i, j in zip(*np.nonzero(cm >= 0.005)):  # blank cells read faster than rows of "0"
             ax.text(j, i, f"{100 * cm[i, j]:.0f}", ha="center", va="center", fontsize=8,
                     color="white" if cm[i, j] > 0.4 else "black")
-    save(fig, path)
+    return fig
 
 
-def reliability_diagram(conf, acc, count, ece, path):
+def reliability_diagram(conf, acc, count, ece):
     """Accuracy per equal-width confidence bin against the diagonal, bin counts underneath."""
     conf, acc, count = (np.asarray(a, dtype=float) for a in (conf, acc, count))
     bins = len(count)
@@ -74,10 +58,10 @@ def reliability_diagram(conf, acc, count, ece, path):
         bottom.text(x, c, f"{c:.0f}", ha="center", va="bottom", fontsize=7)
     bottom.set(xlim=(0, 1), ylim=(0, 1.3 * max(count.max(), 1)), xlabel="confidence",
                ylabel="images")
-    save(fig, path)
+    return fig
 
 
-def image_grid(images, titles, path, ncols=8, colors=None, suptitle=None, wrap=18):
+def image_grid(images, titles, ncols=8, colors=None, suptitle=None, wrap=18):
     """A grid of small images, upscaled with nearest-neighbour so pixels stay sharp.
 
     images: uint8 (N,3,H,W) array/tensor, or a list whose items are (3,H,W) uint8, (H,W,3) float
@@ -101,7 +85,7 @@ def image_grid(images, titles, path, ncols=8, colors=None, suptitle=None, wrap=1
                      color=colors[i] if colors is not None else "black")
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
-    save(fig, path)
+    return fig
 
 
 def _wrap(title, width):

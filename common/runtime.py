@@ -1,5 +1,5 @@
-"""Device, precision, kernels, optimizer, schedule, EMA, Ctrl-C, memory, TensorBoard: the run-time
-choices of train.py (torchrun's are in distributed.py)."""
+"""The run-time choices of train.py: device, precision, kernels, optimizer, schedule, EMA, Ctrl-C,
+memory, TensorBoard (torchrun's are in distributed.py)."""
 import os
 import signal
 import sys
@@ -26,6 +26,20 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
+def check_device(args, device):
+    """Refuse, in one line, what Apple's MPS device cannot do; the rest of the loop has MPS
+    kernels in torch 2.6+ and keeps to float32 and integer tensors (MPS has no float64).
+    Checked against torch's MPS kernel list and issue tracker, not on a Mac (README.md)."""
+    old = tuple(map(int, torch.__version__.split("+")[0].split(".")[:2])) < (2, 8)
+    problem = device.type == "mps" and (
+        "--compile: torch.compile's MPS backend is a prototype" if args.compile else
+        "--channels-last: BatchNorm on MPS computes wrong gradients in that layout"
+        if args.channels_last else "--amp fp16: loss scaling on MPS needs torch 2.8 or newer"
+        if args.amp == "fp16" and old else None)
+    if problem:
+        raise ValueError(f"{problem}; drop the flag, or use --device cpu")
+
+
 def amp_dtype(name, device):
     """auto = bf16 on CUDA GPUs that compute it natively (compute capability 8.0+: A100, A10G,
     RTX 30xx, H100), fp16 with loss scaling on older ones (T4, V100); off on CPU and MPS, where
@@ -39,11 +53,13 @@ def amp_dtype(name, device):
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def build_optimizer(args, params):
+def build_optimizer(args, params, device=None):
+    """SGD or AdamW; on CUDA the fused kernels (one launch for all parameters, same update)."""
+    fused = getattr(device, "type", None) == "cuda" or None  # None: torch's default (foreach)
     if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum,
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, fused=fused,
                                nesterov=args.nesterov, weight_decay=args.weight_decay)
-    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, fused=fused)
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):
@@ -65,11 +81,10 @@ def build_scheduler(args, optimizer, steps_per_epoch):
 
 
 class EMA(AveragedModel):
-    """Exponential moving average of the weights and buffers, updated after every step:
-    ema = decay * ema + (1 - decay) * model, the first update a copy. The same numbers and
-    state dict as AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay),
-    use_buffers=True), but its update never waits for the GPU: torch's reads the device counter
-    `n_averaged` on the host twice a step; this one counts on the host too."""
+    """Exponential moving average of the weights and buffers, after every step: ema = decay *
+    ema + (1 - decay) * model, the first update a copy. AveragedModel(model, use_buffers=True,
+    multi_avg_fn=get_ema_multi_avg_fn(decay))'s numbers and state dict, but no wait for the GPU:
+    torch's reads its device counter `n_averaged` twice a step; this one counts on the host."""
 
     def __init__(self, model, decay):
         super().__init__(model, use_buffers=True)
@@ -98,13 +113,11 @@ class EMA(AveragedModel):
 
 
 class StopOnCtrlC:
-    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C (SIGINT) asks the loop to
-    stop at its next check; another one, a second or more later, raises KeyboardInterrupt at once
-    (torchrun forwards the terminal's Ctrl-C, so each rank sees it twice within milliseconds).
-    SIGTERM (what torchrun sends the other ranks when one fails, and what `kill` sends) raises
-    SystemExit, so the `with` blocks around the loop unwind: a checkpoint being written from a
-    thread is finished before the process ends. The previous handlers come back on exit.
-    Outside the main thread it installs nothing."""
+    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C asks the loop to stop at
+    its next check; another, a second or more later, raises KeyboardInterrupt (torchrun forwards
+    the terminal's Ctrl-C: each rank sees it twice within milliseconds). SIGTERM (torchrun's to
+    the other ranks when one fails; `kill`'s) raises SystemExit, so the `with` blocks unwind and
+    a checkpoint being written is finished. The previous handlers come back on exit."""
 
     def __init__(self, message="Ctrl-C: stopping after this step (Ctrl-C again to abort)"):
         self.message, self.first, self.previous = message, None, None
@@ -126,7 +139,7 @@ class StopOnCtrlC:
         raise SystemExit(128 + signum)
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():  # elsewhere: nothing to do
             self.previous = (signal.signal(signal.SIGINT, self._handle),
                              signal.signal(signal.SIGTERM, self._terminate))
         return self
@@ -156,7 +169,6 @@ def peak_memory_mb(device):
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-# ---- optional TensorBoard logging (not a core dependency)
 def tensorboard(log_dir):
     """A SummaryWriter for `log_dir`, or a one-line error saying what to install."""
     try:
@@ -171,8 +183,7 @@ def log_scalars(writer, row):
     """One epoch's metrics row as TensorBoard scalars, tagged as in metrics.csv."""
     if writer is not None:
         for tag, value in row.items():
-            if tag != "epoch" and value == value:  # NaN: a split this run does not have
-                writer.add_scalar(tag, value, int(row["epoch"]))
+            writer.add_scalar(tag, value, int(row["epoch"]))
         writer.flush()
 
 

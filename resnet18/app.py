@@ -1,12 +1,15 @@
-"""A web demo of a CIFAR ResNet-18 checkpoint (seed 004's Space): drop in an image, see the top-5
-CIFAR-100 classes, the superclass of the top one, and the Grad-CAM map of where the network found
+"""A web demo of a CIFAR ResNet-18 checkpoint, as the "ResNet-18 — CIFAR-100 Classification
+(From Scratch, 150 Epochs)" project serves its model in a Hugging Face Space: drop in an image, see
+the top-5 classes, the superclass of the top one, and the Grad-CAM map of where the network found
 the evidence for it (Selvaraju et al. 2017, arXiv:1610.02391). Offline, on the CPU by default.
 
     pip install -r requirements-demo.txt -c constraints.txt
-    python resnet18/app.py --checkpoint runs/resnet18/best.pt     # then open http://127.0.0.1:7860
+    python resnet18/app.py --checkpoint runs/resnet18/last.pt     # then open http://127.0.0.1:7860
 
 The numbers are those of `evaluate.py --image FILE` (the same read_image and predict); the map is
-gradcam.py's (common.gradcam at auto_layer). A Python client calls the API named "predict":
+gradcam.py's (common.gradcam at auto_layer). A checkpoint trained on `--dataset synthetic` names
+its classes as that set does ("h-stripes 5px / disk", superclass "h-stripes 5px"). A Python
+client calls the API named "predict":
 
     Client("http://127.0.0.1:7860").predict(handle_file("photo.jpg"), api_name="/predict")
 """
@@ -17,18 +20,21 @@ import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import numpy as np  # noqa: E402
 
 from common import runtime  # noqa: E402
 from common.augment import Normalize  # noqa: E402
-from common.checkpoint import CheckpointError, load_model  # noqa: E402
-from common.data import (CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_NAMES,  # noqa: E402
-                         FINE_TO_COARSE)
+from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_NAMES, FINE_TO_COARSE,  # noqa: E402
+                         class_names)
 from common.flags import Parser, ranged  # noqa: E402
 from common.gradcam import find_layer, gradcam_maps, overlay  # noqa: E402
-from common.inference import predict, read_image  # noqa: E402
+from common.inference import load_model, predict, read_image, stats_of  # noqa: E402
 from model import resnet18  # noqa: E402
 
 # ---- the model: the only lines that differ between the app.py files -----------------------
@@ -54,7 +60,7 @@ CSS = ("#input img { width: 100%; height: 100%; object-fit: contain; }\n"  # sma
 
 def build_parser():
     p = Parser(__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(RUN_DIR / "best.pt"),
+    p.add_argument("--checkpoint", default=str(RUN_DIR / "last.pt"),
                    help="a training checkpoint, a bare state dict or a {'model_state_dict': ...}")
     p.add_argument("--layer", default="auto",
                    help=f'the Grad-CAM layer, e.g. "layer3"; auto: {auto_layer.__doc__}')
@@ -94,10 +100,13 @@ def check_file(path):
                          "network sees 32x32): shrink it, or send it as a JPEG")
 
 
-def classifier(model, layer, device):
+def classifier(model, layer, device, names, stats):
     """-> classify(path): the top-5 {class: probability}, the superclass line, the 32x32 input
-    and its Grad-CAM overlay for the top class (both uint8, ZOOM times larger)."""
-    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
+    and its Grad-CAM overlay for the top class (both uint8, ZOOM times larger).
+    names: (fine names, superclass names) of the checkpoint's dataset (data.class_names);
+    stats: the (mean, std) it was trained with (inference.stats_of)."""
+    fine_names, coarse_names = names
+    normalize = Normalize(*stats)
     one_at_a_time = threading.Lock()  # Grad-CAM hooks the model: requests must not overlap
 
     def classify(path):
@@ -107,13 +116,13 @@ def classifier(model, layer, device):
         with one_at_a_time:
             p = predict(model, x, normalize, device)[0]              # as evaluate.py --image
             cam = gradcam_maps(model, layer, x, normalize)[0]        # the top class's map
-        names = FINE_NAMES if len(p) == 100 else [str(c) for c in range(len(p))]
-        top5 = {names[c]: float(q) for q, c in zip(*p.topk(5))}  # float32 values, exactly
+        fine = fine_names if len(p) == len(fine_names) else [str(c) for c in range(len(p))]
+        top5 = {fine[c]: float(q) for q, c in zip(*p.topk(5))}  # float32 values, exactly
         top = int(p.argmax())
         group = "(not CIFAR-100's 100 classes)"
-        if len(p) == 100:
-            mates = [c for c in range(100) if FINE_TO_COARSE[c] == FINE_TO_COARSE[top]]
-            group = (f"{COARSE_NAMES[FINE_TO_COARSE[top]]}: its 5 classes together "
+        if len(p) == len(FINE_TO_COARSE):
+            mates = [c for c in range(len(p)) if FINE_TO_COARSE[c] == FINE_TO_COARSE[top]]
+            group = (f"{coarse_names[FINE_TO_COARSE[top]]}: its 5 classes together "
                      f"{100 * float(p[mates].sum()):.1f}%")
 
         def big(img):  # (32, 32, 3) floats in [0, 1] -> (256, 256, 3) uint8
@@ -122,7 +131,13 @@ def classifier(model, layer, device):
     return classify
 
 
-def build_page(gr, classify, about):
+def example_label(path, fine_names):
+    """An example file is named after its label's CIFAR-100 class (apple.png: label 0); the
+    gallery shows that label's name in the checkpoint's dataset."""
+    return fine_names[FINE_NAMES.index(path.stem)] if path.stem in FINE_NAMES else path.stem
+
+
+def build_page(gr, classify, about, fine_names=FINE_NAMES):
     def serve(image):  # the file as sent: its FileData (preprocess=False), or an example's path
         if image is None:
             raise gr.Error("no image: drop one in the first box, or pick an example")
@@ -156,7 +171,8 @@ def build_page(gr, classify, about):
         outputs = [top5, group, seen, cam]
         with examples_place:  # clicking one shows it and classifies it: no second request
             gr.Examples([str(p) for p in EXAMPLES], inputs=image, elem_id="examples",
-                        example_labels=[p.stem for p in EXAMPLES], examples_per_page=12,
+                        example_labels=[example_label(p, fine_names) for p in EXAMPLES],
+                        examples_per_page=12,
                         label="Examples: 32x32 images of the synthetic test set, by class",
                         fn=serve, outputs=outputs, run_on_click=True, cache_examples=False)
         # upload, not change: change also fires for examples, and twice as an image replaces one
@@ -165,15 +181,23 @@ def build_page(gr, classify, about):
     return demo
 
 
-def describe(path, ckpt):  # the line under the page's notes
-    args, best = ckpt.get("args", {}), ckpt.get("best") or {}
-    text = f"Checkpoint `{Path(path).name}`"
+def dataset_of(ckpt):
+    """The dataset a checkpoint was trained on; a bare state dict: CIFAR-100."""
+    return ckpt.get("args", {}).get("dataset") or ckpt.get("dataset") or "cifar100"
+
+
+def describe(path, ckpt, ema=False):  # the line under the page's notes
+    rows = (ckpt.get("tracker") or {}).get("rows") or []
+    key = "ema_test_top1" if ema else "test_top1"
+    text = f"Checkpoint `{Path(path).name}`" + (" (EMA weights)" if ema else "")
     if ckpt.get("epoch"):
-        text += f", epoch {ckpt['epoch']}, trained on {args.get('dataset', 'cifar100')}"
-    if best.get("top1") is not None:
-        text += f" ({best['top1']:.1f}% {best.get('split', 'test')} top-1)"
+        text += f", epoch {ckpt['epoch']}, trained on {dataset_of(ckpt)}"
+    if rows and key in rows[-1] and not ckpt.get("step"):  # the epoch whose weights these are
+        shrunk = ckpt.get("args", {}).get("test_subset")
+        text += (f" ({rows[-1][key]:.1f}% test top-1 at that epoch"
+                 + (f", on {shrunk} test images)" if shrunk else ")"))
     synthetic = "; *synthetic patterns, not photos: its answers on a photo mean nothing*"
-    return text + (synthetic if args.get("dataset") == "synthetic" else "") + "."
+    return text + (synthetic if dataset_of(ckpt) == "synthetic" else "") + "."
 
 
 def main(args):
@@ -181,15 +205,18 @@ def main(args):
         raise SystemExit(NO_GRADIO)
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, ARGS_OF_STATE, device)
+        ckpt = load_checkpoint(args.checkpoint)
+        model = load_model(ckpt, FACTORY, args.checkpoint, args.ema, ARGS_OF_STATE, device)
         layer = find_layer(model, auto_layer(model) if args.layer == "auto" else args.layer)
-        classify = classifier(model, layer, device)
+        names = class_names(dataset_of(ckpt))
+        stats = stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD))
+        classify = classifier(model, layer, device, names, stats)
         if EXAMPLES:
             classify(EXAMPLES[0])  # warm-up, and a bad --layer fails here, before serving
     except (CheckpointError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     gr = import_gradio()
-    demo = build_page(gr, classify, describe(args.checkpoint, ckpt))
+    demo = build_page(gr, classify, describe(args.checkpoint, ckpt, args.ema), names[0])
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
                     ssr_mode=False, mcp_server=False, max_file_size="100mb",

@@ -1,11 +1,12 @@
 """CIFAR ResNet-18 (He et al. 2016, "Deep Residual Learning for Image Recognition",
 arXiv:1512.03385).
 
-Adapted to 32x32 inputs as in seed 004: the 7x7 stride-2 stem and its max-pool are replaced by one
-3x3 stride-1 conv, so layer1 works at 32x32 and layer4 at 4x4; a dropout of 0.3 sits before the
-classifier. Module names follow torchvision, so torchvision's `resnet18(num_classes=100)` with its
-stem swapped for a 3x3 conv and its max-pool removed has the same state-dict keys and shapes.
-11,220,132 parameters.
+Adapted to 32x32 inputs as in the "ResNet-18 — CIFAR-100 Classification (From Scratch,
+150 Epochs)" project: the 7x7 stride-2 stem and its max-pool are replaced by one 3x3 stride-1
+conv, so layer1 works at 32x32 and layer4 at 4x4; a dropout of 0.3 sits before the classifier.
+Module names follow torchvision, so torchvision's `resnet18(num_classes=100)` with its stem
+swapped for a 3x3 conv and its max-pool removed has the same state-dict keys and shapes.
+11,220,132 parameters; `width` narrows every stage (64, the paper's), for quick CPU runs.
 """
 import torch
 import torch.nn as nn
@@ -36,18 +37,18 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers=(2, 2, 2, 2), num_classes=100, dropout=0.3):
+    def __init__(self, layers=(2, 2, 2, 2), num_classes=100, dropout=0.3, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # CIFAR stem: no stride, no max-pool
-        self.bn1 = nn.BatchNorm2d(64)
-        widths, self.in_planes = (64, 128, 256, 512), 64
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)  # CIFAR stem: stride 1, no pool
+        self.bn1 = nn.BatchNorm2d(width)
+        widths, self.in_planes = (width, 2 * width, 4 * width, 8 * width), width
         self.layer1 = self._make_layer(widths[0], layers[0], stride=1)
         self.layer2 = self._make_layer(widths[1], layers[1], stride=2)
         self.layer3 = self._make_layer(widths[2], layers[2], stride=2)
         self.layer4 = self._make_layer(widths[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(8 * width, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -68,8 +69,9 @@ class ResNet(nn.Module):
         return self.fc(self.dropout(x))         # (B, num_classes)
 
 
-def resnet18(num_classes=100, dropout=0.3):
-    return ResNet((2, 2, 2, 2), num_classes, dropout)
+def resnet18(num_classes=100, dropout=0.3, width=64):
+    """width: channels of layer1 (the paper's 64; each later stage doubles them)."""
+    return ResNet((2, 2, 2, 2), num_classes, dropout, width)
 
 
 def count_flops(model, x):
@@ -82,7 +84,7 @@ def count_flops(model, x):
 
 
 def summary(model):
-    """Parameters, FLOPs, output shape per stage and seed 004's receptive-field table."""
+    """Parameters, FLOPs, output shape per stage and the write-up's receptive-field table."""
     x = torch.zeros(1, 3, 32, 32)
     n = sum(p.numel() for p in model.parameters())
     macs = count_flops(model, x)

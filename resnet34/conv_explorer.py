@@ -1,8 +1,10 @@
 """See what one convolution does to one image at several kernel sizes, strides, paddings and
-dilations (seed 001's to-do: "take one image, run any convolution filter and see how stride,
-kernel and padding affect it").
+dilations (a to-do of the "CIFAR-100 ResNet-34 Training Pipeline" notebook: "take one image, run
+any convolution filter and see how stride, kernel and padding affect it").
 
-The image is a file (--image) or a test image (--index) of --dataset. The kernel is hand-made for
+The image is a file (--image) or a test image (--index) of --dataset: of the whole test split,
+as evaluate.py numbers it, or of --test-subset N images (as many of each class; quicker for the
+synthetic set, which is drawn at the size asked for). The kernel is hand-made for
 any odd size k (applied to the grey image, the mean of R, G and B, in [0, 1]):
   blur     box filter: every weight 1/k^2 (the mean of the window)
   edge     identity - blur: centre 1 - 1/k^2, the rest -1/k^2; sums to 0, so flat regions go to
@@ -17,9 +19,9 @@ for every setting, else one value each). Each output's size is predicted with
     out = floor((H + 2p - d(k - 1) - 1) / s) + 1        (the formula of torch.nn.Conv2d)
 and printed next to the size F.conv2d actually produced. Writes conv_explorer.png to --out-dir.
 
-    python resnet34/conv_explorer.py --dataset synthetic --index 3 --kernel edge
+    python resnet34/conv_explorer.py --dataset synthetic --test-subset 100 --index 3 --kernel edge
     python resnet34/conv_explorer.py --image photo.jpg --size 64 --kernel blur --kernel-sizes 3 7 15
-    python resnet34/conv_explorer.py --checkpoint runs/resnet34/best.pt --kernel first-layer \\
+    python resnet34/conv_explorer.py --checkpoint runs/resnet34/last.pt --kernel first-layer \\
         --filter 5 --index 0
 """
 import re
@@ -27,6 +29,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import numpy as np  # noqa: E402
@@ -34,10 +39,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from common import data, plots  # noqa: E402
+from common import data, plots  # noqa: E402  (plots: the GOOD / BAD title colours)
 from common.augment import Normalize  # noqa: E402
-from common.checkpoint import CheckpointError, load_checkpoint, model_weights  # noqa: E402
-from common.flags import Parser  # noqa: E402
+from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from common.flags import Parser, ranged  # noqa: E402
+from common.inference import stats_of  # noqa: E402
+from common.metrics import save_figure  # noqa: E402
 
 KERNELS = ("edge", "blur", "sharpen", "emboss", "random", "first-layer")
 
@@ -49,7 +56,9 @@ def build_parser():
                    help="--image only: centre square resized to SIZE px (0 = as it is)")
     p.add_argument("--index", type=int, default=0, help="test image of --dataset")
     p.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
-    p.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
+    p.add_argument("--test-subset", type=ranged(int, 0), default=0,
+                   help="--index counts in N test images, as many of each class (0 = all)")
+    p.add_argument("--data-dir", help="holds cifar-100-python/ (default: data/ in the repo)")
     p.add_argument("--kernel", choices=KERNELS, default="edge")
     p.add_argument("--checkpoint", help="for --kernel first-layer: a resnet34 (or any) checkpoint")
     p.add_argument("--filter", type=int, default=0,
@@ -92,8 +101,10 @@ def make_kernel(name, k, seed=0):
 
 
 def first_layer_filter(path, index):
-    """Filter `index` of the first conv of a checkpoint -> (3, k, k) float tensor."""
-    state = model_weights(load_checkpoint(path), path)
+    """Filter `index` of the first conv of a checkpoint -> ((3, k, k) float tensor, the
+    (mean, std) its inputs were normalized with)."""
+    ckpt = load_checkpoint(path)
+    state = ckpt["model"]  # the bare network's state dict, in any layout
     convs = [(n, w) for n, w in state.items() if n.endswith("weight") and w.ndim == 4]
     if not convs:
         raise CheckpointError(f"{path} holds no conv weights")
@@ -103,7 +114,7 @@ def first_layer_filter(path, index):
     if not 0 <= index < w.shape[0]:
         raise ValueError(f"--filter {index} is out of range: {name} has {w.shape[0]} filters "
                          f"(0..{w.shape[0] - 1})")
-    return w[index].float()
+    return w[index].float(), stats_of(ckpt, (data.CIFAR100_MEAN, data.CIFAR100_STD))
 
 
 def load_image(args):
@@ -121,12 +132,14 @@ def load_image(args):
         if args.size:
             img = resize(center_crop(img, min(img.shape[1:])), [args.size] * 2, antialias=True)
         return img, Path(args.image).name
-    x, y = data.load_splits(args.dataset, args.data_dir, subset=500 if args.dataset ==
-                            "synthetic" else 0)["test"]
+    # subset: the training split is not used, and the synthetic one is drawn at the size asked
+    x, y = data.load_splits(args.dataset, args.data_dir, subset=data.NUM_CLASSES,
+                            test_subset=args.test_subset)["test"]
     if not 0 <= args.index < len(x):
         raise ValueError(f"--index {args.index} is out of range: the {args.dataset} test split "
                          f"has {len(x)} images (0..{len(x) - 1})")
-    return x[args.index], f"{args.dataset} test #{args.index}: {data.FINE_NAMES[y[args.index]]}"
+    name = data.class_names(args.dataset)[0][y[args.index]]
+    return x[args.index], f"{args.dataset} test #{args.index}: {name}"
 
 
 def settings(args):
@@ -154,8 +167,8 @@ def main(args):
     if args.kernel == "first-layer":
         if not args.checkpoint:
             raise ValueError("--kernel first-layer needs --checkpoint PATH")
-        filt = first_layer_filter(args.checkpoint, args.filter)  # (3, k, k)
-        x = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)(img[None])  # (1, 3, H, W), as conv1
+        filt, stats = first_layer_filter(args.checkpoint, args.filter)  # (3, k, k)
+        x = Normalize(*stats)(img[None])  # (1, 3, H, W), as conv1 sees it
         k0 = filt.shape[-1]
         if args.kernel_sizes and any(k != k0 for k in args.kernel_sizes):
             print(f"note: the checkpoint filter is {k0}x{k0}; --kernel-sizes is ignored")
@@ -230,7 +243,7 @@ def figure(img, title, rows, kernel, path):
         ax.set_title(f"kernel {r['k']}x{r['k']}, dilation {r['d']}: spans "
                      f"{w.shape[-1]}x{w.shape[-1]}", fontsize=8)
         ax.set(xticks=[], yticks=[])
-    plots.save(fig, path)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

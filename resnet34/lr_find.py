@@ -1,4 +1,5 @@
-"""Learning-rate range test for the CIFAR ResNet-34 (seed 001's "try different learning rates").
+"""Learning-rate range test for the CIFAR ResNet-34 (a to-do of the "CIFAR-100 ResNet-34 Training
+Pipeline" notebook: "try different learning rates").
 
 Smith 2017, "Cyclical Learning Rates for Training Neural Networks" (arXiv:1506.01186), in the
 fast.ai "lr finder" form: a fresh model trains for --steps mini-batches while the lr grows
@@ -11,7 +12,8 @@ unlike the EMA, does not lag (an EMA of factor 0.95 trails ~20 steps, 0.4 of a d
   steepest: the lr where the smoothed loss falls fastest per decade of lr (the suggestion; for the
             peak lr of OneCycle or the start lr of a cosine schedule);
   min/10:   a tenth of the lr at the smoothed loss's minimum (fast.ai's older rule, a safer bound).
-Writes lr_find.png and lr_find.json into --out-dir.
+Only training images are used (--subset of them, as many of each class); the test split is
+never looked at. Writes lr_find.png and lr_find.json into --out-dir.
 
     python resnet34/lr_find.py                                          # CIFAR-100, GPU-sized
     python resnet34/lr_find.py --dataset synthetic --variant standard --subset 2000 \\
@@ -24,6 +26,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import numpy as np  # noqa: E402
@@ -31,20 +36,21 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from common import data, plots, runtime  # noqa: E402
+from common import data, runtime  # noqa: E402
 from common.augment import Augment, Normalize  # noqa: E402
-from common.flags import Parser  # noqa: E402
+from common.flags import Parser, ranged  # noqa: E402
 from common.loader import Loader  # noqa: E402
-from common.metrics import write_json  # noqa: E402
+from common.metrics import save_figure, write_json  # noqa: E402
 from model import resnet34  # noqa: E402
 
 
 def build_parser():
     p = Parser(__doc__.split("\n\n")[0])
     p.add_argument("--variant", choices=["enhanced", "standard"], default="enhanced")
-    p.add_argument("--data-dir", default=str(HERE.parent / "data"), help="holds cifar-100-python/")
+    p.add_argument("--data-dir", help="holds cifar-100-python/ (default: data/ in the repo)")
     p.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100")
-    p.add_argument("--subset", type=int, default=10000, help="training images used (0 = all)")
+    p.add_argument("--subset", type=ranged(int, 0), default=10000,
+                   help="training images used, as many of each class (0 = all)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=300, help="mini-batches, at most")
     p.add_argument("--start-lr", type=float, default=1e-5)
@@ -170,15 +176,17 @@ def plot(lrs, raw, ema, smoothed, window, steepest, min10, title, path):
            title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper center", ncol=2)
-    plots.save(fig, path)
+    save_figure(fig, path)
 
 
 def main(args):
     check_args(args)
     device = runtime.pick_device(args.device)
     torch.manual_seed(args.seed)
-    train = data.load_splits(args.dataset, args.data_dir, args.subset)["train"]
-    augment = Augment(Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD), pad=4, flip=True)
+    # the test split is not used: its smallest stratified draw (1 image a class) is enough
+    train = data.load_splits(args.dataset, args.data_dir, args.subset,
+                             test_subset=data.NUM_CLASSES)["train"]
+    augment = Augment(Normalize(*data.channel_stats(train[0])), pad=4, flip=True)  # as train.py
     loader = Loader(train, args.batch_size, device, augment, shuffle=True, seed=args.seed,
                     drop_last=True)
     model = resnet34(args.variant).to(device)

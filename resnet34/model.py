@@ -3,10 +3,12 @@ arXiv:1512.03385).
 
 Two variants for 32x32 inputs, both with the 7x7 stride-2 stem and its max-pool replaced by one 3x3
 stride-1 conv (layer1 works at 32x32, layer4 at 4x4) and a dropout before the classifier:
-- "enhanced" (seed 003, the default): BasicBlock [5, 5, 5, 5], dropout 0.3, 30,032,292 parameters.
-- "standard" (seed 001): the paper's BasicBlock [3, 4, 6, 3], 21,328,292 parameters. Module names
-  follow torchvision, so torchvision's `resnet34(num_classes=100)` with its stem swapped for a 3x3
-  stride-1 conv and its max-pool removed has the same state-dict keys and shapes (dropout has none).
+- "enhanced" (the Enhanced ResNet34 project's, the default): BasicBlock [5, 5, 5, 5], dropout
+  0.3, 30,032,292 parameters.
+- "standard" (the ResNet-34 pipeline notebook's): the paper's BasicBlock [3, 4, 6, 3],
+  21,328,292 parameters. Module names follow torchvision, so torchvision's
+  `resnet34(num_classes=100)` with its stem swapped for a 3x3 stride-1 conv and its max-pool
+  removed has the same state-dict keys and shapes (dropout has none).
 """
 import torch
 import torch.nn as nn

@@ -1,4 +1,5 @@
-"""Check what this machine offers for training (seed 000's env_val.py, which checked CUDA only).
+"""Check what this machine offers for training (the "SE-Res-Inception V2" CIFAR-100 project's
+env_val.py, which checked CUDA only).
 
 Prints the torch, CUDA and cuDNN versions and the device, then runs a tiny forward/backward (one
 narrow Res-Inception block on 8 images of 32x32) in fp32 and under each option train.py offers:
@@ -14,6 +15,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import torch  # noqa: E402
@@ -26,7 +30,7 @@ from model import ResInceptionBlock  # noqa: E402
 
 
 def build_parser():
-    p = Parser(__doc__.split("\n")[0])
+    p = Parser(__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--skip-compile", action="store_true", help="skip the torch.compile check")
     return p
@@ -118,7 +122,8 @@ def main(args):
     else:
         verdict = (f"{device.type.upper()} only ({', '.join(works) or 'fp32 only'} work): every "
                    "script runs, but the recipe (200 epochs, 2 GMACs per image) needs a CUDA GPU; "
-                   "try it with --dataset synthetic --subset 100 --batch-size 50 --epochs 1")
+                   "try it with --dataset synthetic --subset 100 --test-subset 100 "
+                   "--batch-size 50 --epochs 1")
     print(f"verdict: {verdict}")
     return 0 if ok["fp32"] else 1
 

@@ -1,28 +1,36 @@
-"""Superclass accuracy of an SE-Res-Inception V2 checkpoint (seed 000's evaluate_superclass.py).
+"""Superclass accuracy of an SE-Res-Inception V2 checkpoint (the evaluate_superclass.py of the
+"SE-Res-Inception V2" CIFAR-100 project).
 
 Each fine prediction is mapped to its superclass through the official CIFAR-100 100 -> 20 map;
 superclass top-1 is printed next to fine top-1, with the share of fine mistakes that stay inside
 the true superclass (near-misses such as maple_tree -> oak_tree) and the accuracy per superclass.
-Writes superclass_confusion.png (row-normalized 20x20, annotated) and superclass.json.
+A run on the synthetic set names its superclasses as that set does (the texture, "h-stripes
+5px"). The test images are those the checkpoint was scored on while it trained (--test-subset
+and --dataset change that). Writes superclass_confusion.png (row-normalized 20x20, annotated)
+and superclass.json.
 
-    python se_res_inception/evaluate_superclass.py --checkpoint runs/se_res_inception/best.pt
+    python se_res_inception/evaluate_superclass.py --checkpoint runs/se_res_inception/last.pt
 """
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import torch  # noqa: E402
 
 from common import plots, runtime  # noqa: E402
 from common.augment import Normalize  # noqa: E402
-from common.checkpoint import CheckpointError, load_model  # noqa: E402
-from common.data import (CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_TO_COARSE,  # noqa: E402
-                         DataError, load_splits)
+from common.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from common.data import (CIFAR100_MEAN, CIFAR100_STD, FINE_TO_COARSE,  # noqa: E402
+                         DataError, class_names, load_splits)
 from common.flags import Parser, ranged  # noqa: E402
-from common.inference import data_of, predict  # noqa: E402
-from common.metrics import confusion_matrix, superclass_accuracy, write_json  # noqa: E402
+from common.inference import data_of, load_model, predict, stats_of  # noqa: E402
+from common.metrics import save_figure, write_json  # noqa: E402
+from common.report import confusion_matrix, superclass_accuracy  # noqa: E402
 from model import se_res_inception  # noqa: E402
 
 FACTORY = se_res_inception  # rebuilds the checkpoint's network, named by its __name__
@@ -31,15 +39,16 @@ RUN_DIR = HERE.parent / "runs" / HERE.name  # where this folder's train.py write
 
 def build_parser():
     p = Parser(__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(RUN_DIR / "best.pt"),
+    p.add_argument("--checkpoint", default=str(RUN_DIR / "last.pt"),
                    help="a training checkpoint, a bare state dict (default factory arguments) "
                         "or a {'model_state_dict': ...}")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
     p.add_argument("--data-dir", help="default: the checkpoint's training --data-dir")
     p.add_argument("--dataset", choices=["cifar100", "synthetic"],
                    help="default: the checkpoint's (cifar100 for a bare state dict)")
-    p.add_argument("--subset", type=ranged(int, 0),
-                   help="default: the checkpoint's (sets the test size)")
+    p.add_argument("--test-subset", type=ranged(int, 0),
+                   help="N test images, as many of each class (0 = all; default: the "
+                   "checkpoint's, so the figures match its training log)")
     p.add_argument("--batch-size", type=ranged(int, 1), default=500)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--out-dir", help="default: <checkpoint dir>/superclass")
@@ -56,11 +65,16 @@ def summed_superclass(probs, fine_to_coarse=FINE_TO_COARSE):
 def main(args):
     try:
         device = runtime.pick_device(args.device)
-        model, ckpt = load_model(args.checkpoint, FACTORY, args.ema, device=device)
-        x, y = load_splits(**data_of(ckpt, args.dataset, args.data_dir, args.subset))["test"]
+        ckpt = load_checkpoint(args.checkpoint)
+        normalize = Normalize(*stats_of(ckpt, (CIFAR100_MEAN, CIFAR100_STD)))
+        model = load_model(ckpt, FACTORY, args.checkpoint, args.ema, device=device)
+        where = data_of(ckpt, args.dataset, args.data_dir, args.test_subset)
+        coarse_names = class_names(where["dataset"])[1]
+        # subset: the training split goes unused, and the synthetic one is drawn at the size
+        # asked for (its whole 50,000 images would take half a minute on 2 cores)
+        x, y = load_splits(**where, train=False)["test"]
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    normalize = Normalize(CIFAR100_MEAN, CIFAR100_STD)
     probs = predict(model, x, normalize, device, args.batch_size)
     if probs.shape[1] != len(FINE_TO_COARSE):
         raise SystemExit(f"error: the model has {probs.shape[1]} classes; superclasses need the "
@@ -74,11 +88,11 @@ def main(args):
     wrong = pred != y
     near = (to_coarse[pred] == to_coarse[y]) & wrong  # wrong class, right superclass
     within = 100.0 * float(near.sum()) / max(int(wrong.sum()), 1)
-    cm = confusion_matrix(to_coarse[pred], to_coarse[y], len(COARSE_NAMES)).double()
+    cm = confusion_matrix(to_coarse[pred], to_coarse[y], len(coarse_names)).double()
     support = cm.sum(1)
     row_norm = cm / support[:, None].clamp(min=1)
     per_class = {n: (100 * float(row_norm[i, i]) if support[i] else None)
-                 for i, n in enumerate(COARSE_NAMES)}
+                 for i, n in enumerate(coarse_names)}
 
     print(f"{args.checkpoint} (epoch {ckpt.get('epoch', '?')}): {len(y)} test images")
     print(f"fine top-1 {fine:.2f}% (chance 1%)  superclass top-1 {coarse:.2f}% (chance 5%)")
@@ -90,15 +104,15 @@ def main(args):
     print("worst superclasses: " + ", ".join(f"{n} {-a:.1f}%" for a, n in seen[::-1][:5]))
 
     out.mkdir(parents=True, exist_ok=True)
-    plots.confusion_heatmap(row_norm, COARSE_NAMES, out / "superclass_confusion.png",
-                            f"Superclass confusion (% of the true superclass)\nsuperclass top-1 "
-                            f"{coarse:.2f}%, fine top-1 {fine:.2f}% ({len(y)} test images)",
-                            annotate=True)
+    save_figure(plots.confusion_heatmap(
+        row_norm, coarse_names, f"Superclass confusion (% of the true superclass)\nsuperclass "
+        f"top-1 {coarse:.2f}%, fine top-1 {fine:.2f}% ({len(y)} test images)", annotate=True),
+        out / "superclass_confusion.png")
     report = {"checkpoint": str(Path(args.checkpoint).resolve()), "epoch": ckpt.get("epoch"),
               "weights": "EMA" if args.ema else "model", "images": len(y), "fine_top1": fine,
               "superclass_top1": coarse, "superclass_top1_summed_probs": summed,
               "fine_mistakes_within_superclass": within, "per_superclass_top1": per_class,
-              "superclass_names": list(COARSE_NAMES), "confusion_row_normalized": row_norm.tolist(),
+              "superclass_names": list(coarse_names), "confusion_row_normalized": row_norm.tolist(),
               "confusion_counts": cm.long().tolist()}
     write_json(report, out / "superclass.json")
     print(f"wrote superclass_confusion.png and superclass.json to {out}")

@@ -1,5 +1,5 @@
 """SE-Res-Inception V2: GoogLeNet's Inception blocks with SE attention, residual shortcuts and
-stochastic depth, for 32x32 CIFAR-100 images (seed 000).
+stochastic depth, for 32x32 CIFAR-100 images (the "SE-Res-Inception V2" project).
 
 Papers: GoogLeNet / Inception v1 (Szegedy et al. 2014, arXiv:1409.4842), Squeeze-and-Excitation
 (Hu et al. 2018, arXiv:1709.01507), residual shortcuts (He et al. 2016, arXiv:1512.03385),
@@ -9,7 +9,7 @@ so the first two blocks work at 32x32, a max-pool halves to 16x16 and a second o
 auxiliary classifiers are gone; every conv is followed by BatchNorm (so it has no bias).
 
 Each block = four branches -> concat -> SE -> Dropout2d -> DropPath -> + shortcut -> ReLU. The
-branch widths are GoogLeNet's (Table 1 of arXiv:1409.4842) for the same output width; the seed's
+branch widths are GoogLeNet's (Table 1 of arXiv:1409.4842) for the same output width; the project's
 sequence drops Inception 4c (a third 512) and repeats the 832-wide 4e/5a layout once more:
 
     block       GoogLeNet  in    #1x1  #3x3red  #3x3  #5x5red  #5x5  pool proj  out   size
@@ -25,7 +25,7 @@ sequence drops Inception 4c (a third 512) and repeats the 832-wide 4e/5a layout 
     inception8  5a         832   256    160     320     32     128     128      832   8x8
     inception9  5b         832   384    192     384     48     128     128     1024   8x8
 
-Blocks are the attributes inception1..inception9 (the seed's names); Grad-CAM's default layer is
+Blocks are the attributes inception1..inception9 (the project's names); Grad-CAM's default layer is
 inception9, the last block, found by type in gradcam.py. `python se_res_inception/model.py` prints
 the summary.
 """
@@ -78,8 +78,10 @@ class DropPath(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
-        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) < keep  # (B,1,1,1)
-        return x * mask / keep
+        # drawn in float32 whatever autocast's dtype: in bf16 the uniforms (and so the
+        # probabilities) snap to a grid of 2^-8
+        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep  # (B,1,1,1)
+        return x * mask.to(x.dtype) / keep
 
     def extra_repr(self):
         return f"p={self.p:.3f}"
@@ -190,7 +192,7 @@ def count_flops(model, x):
 
 
 def get_model_summary(model=None):
-    """The seed's summary: parameters, FLOPs, the shape after every block, a forward/backward."""
+    """The project's summary: parameters, FLOPs, the shape after every block, a forward/backward."""
     model = se_res_inception() if model is None else model
     x = torch.zeros(1, 3, 32, 32)
     n = sum(p.numel() for p in model.parameters())

@@ -1,30 +1,50 @@
-"""Redraw a run's training_curves.png from its metrics.npz (seed 000's plot_metrics.py).
+"""Redraw a run's training_curves.png from its metrics.npz (the "SE-Res-Inception V2" CIFAR-100
+project's plot_metrics.py).
 
-Loss on the left, accuracy on the right, a horizontal line at the best validation top-1 (test
-top-1 when the run had no --val-split). Works on any run dir of the repo, also while it trains.
+Loss on the left, accuracy on the right (this folder's curves.py, the figure train.py draws), a
+horizontal line at the top-1 of the epoch best.pt holds: chosen on the validation split
+(--val-split), or on the test split where the run was told so (--select-on-test, optimistic);
+a run with neither has no best.pt, and the line marks the final epoch's test top-1, the run's
+result. Works on any run dir of this folder, also while it trains.
 
     python se_res_inception/plot_metrics.py --run-dir runs/se_res_inception
 """
+import json
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import numpy as np  # noqa: E402
 
-from common import curves, plots  # noqa: E402
 from common.flags import Parser  # noqa: E402
-from common.metrics import MetricsTracker  # noqa: E402
+from common.metrics import MetricsTracker, save_figure  # noqa: E402
+from curves import plot_curves  # noqa: E402  (this folder's training figure)
 
 RUN_DIR = HERE.parent / "runs" / HERE.name  # where this folder's train.py writes
 
 
 def build_parser():
     p = Parser(__doc__.split("\n\n")[0])
-    p.add_argument("--run-dir", default=str(RUN_DIR), help="holds metrics.npz")
+    p.add_argument("--run-dir", default=str(RUN_DIR), help="holds metrics.npz (and args.json)")
     p.add_argument("--out", help="default: <run dir>/training_curves.png")
     return p
+
+
+def selection_split(m, run):
+    """The split best.pt was chosen on, as train.py chose it: "val" (the run held one out),
+    "test" (--select-on-test, per the run's args.json) or None (no best.pt)."""
+    if "val_top1" in m and not np.all(np.isnan(m["val_top1"])):
+        return "val"
+    try:
+        args = json.loads((run / "args.json").read_text())
+    except (OSError, ValueError):  # no args.json (a run of another repo): nothing was chosen
+        return None
+    return "test" if args.get("select_on_test") else None
 
 
 def main(args):
@@ -38,14 +58,19 @@ def main(args):
         raise SystemExit(f"error: {run / 'metrics.npz'} is unreadable ({type(e).__name__}: {e})")
     if "epoch" not in m or len(m["epoch"]) == 0:
         raise SystemExit(f"error: {run / 'metrics.npz'} has no epoch rows yet")
+    split = selection_split(m, run)
+    best = None
+    if split:  # train.py keeps the first epoch of the highest top-1
+        best = int(m["epoch"][int(np.nanargmax(m[f"{split}_top1"]))])
     out = Path(args.out or run / "training_curves.png")
-    plots.save(curves.two_panel_curves(m), out)
-    split = "val" if "val_top1" in m and not np.all(np.isnan(m["val_top1"])) else "test"
+    save_figure(plot_curves(m, best), out)
     line = f"{len(m['epoch'])} epochs"
-    if f"{split}_top1" in m and not np.all(np.isnan(m[f"{split}_top1"])):
-        i = int(np.nanargmax(m[f"{split}_top1"]))
-        line += (f"; best {split} top-1 {m[f'{split}_top1'][i]:.2f}% at epoch "
-                 f"{m['epoch'][i]:.0f}, final {m[f'{split}_top1'][-1]:.2f}%")
+    if "test_top1" in m:
+        line += f"; final test top-1 {m['test_top1'][-1]:.2f}% (the run's result)"
+    if best is not None:
+        i = int(np.flatnonzero(m["epoch"] == best)[0])
+        line += (f"; best.pt: epoch {best}, chosen on {split} top-1 {m[f'{split}_top1'][i]:.2f}%"
+                 + (" (the test split: optimistic)" if split == "test" else ""))
     print(f"{line}; wrote {out}")
 
 

@@ -1,14 +1,16 @@
 """Train SE-Res-Inception V2 on CIFAR-100.
 
-Defaults are seed 000's Config: batch 128, AdamW (lr 1e-3, weight decay 5e-4), dropout 0.4 before
-the classifier, Mixup or CutMix on half of the batches (CutMix on half of those), soft-target
-cross-entropy with label smoothing 0.1, random crop (pad 4) + flip, mixed precision with a grad
-scaler on CUDA. The seed leaves the schedule, the epoch count and the alphas open; ours (cosine
-from 1e-3 to 0, stepped per batch, over 200 epochs; both alphas 1.0) are argued in README.md. The
-seed reports no accuracy; README.md says what was measured here.
+The default recipe is the Config of the "SE-Res-Inception V2" CIFAR-100 project: batch 128,
+AdamW (lr 1e-3, weight decay 5e-4), dropout 0.4 before the classifier, Mixup or CutMix on half
+of the batches (CutMix on half of those), soft-target cross-entropy with label smoothing 0.1,
+random crop (pad 4) + flip, mixed precision with a grad scaler on CUDA. The project leaves the
+schedule, the epoch count and the alphas open; ours (cosine from 1e-3 to 0, stepped per batch,
+over 200 epochs; both alphas 1.0) are argued in README.md. It reports no accuracy; README.md
+says what was measured here.
 
     python se_res_inception/train.py --val-split 5000                  # the recipe, best.pt on val
-    python se_res_inception/train.py --dataset synthetic --subset 100 --batch-size 50 --epochs 1
+    python se_res_inception/train.py --dataset synthetic --subset 100 --test-subset 100 \
+        --batch-size 50 --epochs 1                                     # a CPU smoke run
 """
 import contextlib
 import functools
@@ -19,31 +21,34 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if not (HERE.parent / "common" / "__init__.py").is_file():  # a folder copied on its own
+    sys.exit(f"error: {HERE.name}/ needs the repo's common/ folder next to it, in "
+             f"{HERE.parent}: copy it there (cp -r REPO/common {HERE.parent}/)")
 sys.path.insert(0, str(HERE.parent))  # the repo root, so `common` imports from any directory
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common import (curves, data, distributed, losses, metrics, mixing, plots,  # noqa: E402
-                    runtime)
+from common import data, distributed, flags, metrics, mixing, runtime  # noqa: E402
 from common.augment import Augment, Normalize  # noqa: E402
-from common import flags  # noqa: E402
 from common.checkpoint import (CheckpointError, TrainState, check_compatible,  # noqa: E402
-                               load_checkpoint, load_weights, model_weights)
+                               load_checkpoint, load_weights)
 from common.flags import ranged  # noqa: E402
 from common.loader import Loader  # noqa: E402
+from curves import plot_curves  # noqa: E402  (this folder's training figure)
 from model import se_res_inception  # noqa: E402
 
 # ---- the recipe: the only part that differs between the three train.py files --------------
 ARCH = "se_res_inception"
 RECIPES = {  # --recipe NAME; the first is the default
-    "seed000": dict(  # seed 000's Config; the schedule, epochs and alphas are ours (README.md)
+    "cosine-200-mixup-cutmix": dict(  # the project's Config; schedule, epochs, alphas: ours
         epochs=200, batch_size=128, optimizer="adamw", lr=1e-3, weight_decay=5e-4,
         scheduler="cosine", label_smoothing=0.1, mixup_alpha=1.0, cutmix_alpha=1.0,
         mix_prob=0.5, switch_prob=0.5,  # mix half the batches, CutMix on half of those
         dropout=0.4, block_dropout=0.2, drop_path=0.2),  # model.py's own dropout default is 0.5
-}  # augmentation: the shared defaults, random crop (pad 4) + horizontal flip, as in the seed
+}  # augmentation: the shared defaults, random crop (pad 4) + horizontal flip, as the project's
+RENAMED = {"seed000": "cosine-200-mixup-cutmix"}  # the name before 2026-12-07
 
 
 def add_model_args(g):
@@ -61,14 +66,13 @@ def build_model(args):
     return se_res_inception(**model_args), model_args
 
 
-plot_curves = curves.two_panel_curves  # seed 000's figure: loss | accuracy, best accuracy marked
 # ---- everything below is shared by the three train.py files --------------------------------
 
 
 def build_parser(add_help=True):
     """The flags every folder shares (common/flags.py), this folder's model flags, and the
     first recipe's values as defaults."""
-    return flags.training_parser(__doc__, RECIPES, add_model_args, HERE, add_help)
+    return flags.training_parser(__doc__, RECIPES, add_model_args, HERE, add_help, RENAMED)
 
 
 def parse_args(argv=None):
@@ -93,7 +97,7 @@ def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_g
         with contextlib.nullcontext() if last else model.no_sync():
             with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(xk)
-                loss = losses.soft_target_cross_entropy(logits, tk, smoothing)
+                loss = mixing.soft_target_cross_entropy(logits, tk, smoothing)
             scaler.scale(loss / accum).backward()
         batch_losses.append(loss.detach())
         batch_logits.append(logits.detach())
@@ -106,31 +110,31 @@ def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_g
 
 
 @torch.no_grad()
-def evaluate(model, loader, dtype):
-    """Plain cross-entropy, top-1 and top-5 (%) over a whole split (under torchrun each rank
-    holds a disjoint share and the sums are added up); one host sync at the end."""
+def evaluate(model, loader):
+    """Cross-entropy, top-1 and top-5 (%) over a whole split, in float32 as evaluate.py reports
+    them (under torchrun each rank holds a disjoint share and the sums are added up; the bare
+    network runs, so a rank with no images waits for no other); one host sync at the end."""
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=loader.x.device)  # loss, top-1, top-5
-    for x, y in loader:
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x)
+    sums = torch.zeros(4, device=loader.x.device)  # loss, top-1, top-5, images: float32 holds
+    for x, y in loader:                             # counts below 2^24 exactly
+        logits = model(x).float()
         hit = logits.topk(5, dim=1).indices == y[:, None]
-        sums += torch.stack([F.cross_entropy(logits.float(), y, reduction="sum").double(),
-                             hit[:, 0].sum().double(), hit.any(1).sum().double()])
-    sums = distributed.sum_over_ranks(torch.cat([sums, sums.new_tensor([len(loader.x)])]))
-    loss, top1, top5 = (sums[:3] / sums[3]).tolist()
-    return {"loss": loss, "top1": 100 * top1, "top5": 100 * top5}
+        sums[:3] += torch.stack([F.cross_entropy(logits, y, reduction="sum"), hit[:, 0].sum(),
+                                 hit.any(1).sum()])
+        sums[3] += len(y)
+    loss, top1, top5, n = distributed.sum_over_ranks(sums).tolist()  # divided on the host
+    return {"loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
 
 
-def evaluate_all(model, run_model, ema, eval_loaders, dtype):
+def evaluate_all(model, ema, loaders):
     """{"val"/"test"/"ema_val"/"ema_test": evaluate(...)} at the end of an epoch. Under torchrun
     rank 0's BatchNorm statistics go to every rank first: evaluation uses the weights it saves."""
     distributed.broadcast_buffers(model)
-    results = {name: evaluate(run_model, loader, dtype) for name, loader in eval_loaders.items()}
+    results = {name: evaluate(model, loader) for name, loader in loaders.items()}
     if ema is not None:
         distributed.broadcast_buffers(ema.module)  # not AveragedModel's counter: on the CPU
-        for name, loader in eval_loaders.items():
-            results[f"ema_{name}"] = evaluate(ema.module, loader, dtype)
+        results.update({f"ema_{name}": evaluate(ema.module, loader)
+                        for name, loader in loaders.items()})
     return results
 
 
@@ -138,13 +142,16 @@ def make_loaders(args, device, rank=0, world=1):
     """uint8 splits held on the device -> (splits, training loader, {"val"/"test": loader}).
 
     Training batches come augmented and mixed: (images, soft targets, labels) of this rank's
-    slice of the global batch. Every rank draws the random numbers of the whole batch (the
-    single-process stream) but augments only its rows and their mixing partners. Evaluation
-    batches are only normalized, from disjoint contiguous shards of each split, one per rank.
+    slice of each global batch. Evaluation batches are only normalized; under torchrun each
+    rank takes its slice of every batch.
     """
     with distributed.local_rank_zero_first():  # one download per machine, the others wait
-        splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.val_split)
-    normalize = Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)
+        splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.test_subset,
+                                  args.val_split)
+    if not getattr(args, "normalize", None):  # --resume restores it with the other flags
+        args.normalize = (data.CIFAR100_MEAN, data.CIFAR100_STD) if args.resume else \
+            data.channel_stats(splits["train"][0])  # the training images' own (older runs:
+    normalize = Normalize(*args.normalize)  # CIFAR-100's); args.json and checkpoints keep it
     augment = Augment(
         normalize, pad=args.pad, flip=args.flip, rotate=args.rotate, translate=args.translate,
         scale=tuple(args.scale), affine_p=args.affine_p, jitter=tuple(args.jitter),
@@ -152,39 +159,43 @@ def make_loaders(args, device, rank=0, world=1):
         hole_size=tuple(args.hole_size), noise_p=args.noise_p, noise_std=tuple(args.noise_std))
     if args.compile:
         augment.compile()  # shape-static: one fused graph instead of ~160 small kernels
-    mix = functools.partial(mixing.draw, mixup_alpha=args.mixup_alpha, prob=args.mix_prob,
+    mix = functools.partial(mixing.mix, mixup_alpha=args.mixup_alpha, prob=args.mix_prob,
                             cutmix_alpha=args.cutmix_alpha, switch_prob=args.switch_prob,
                             num_classes=data.NUM_CLASSES)  # Mixup / CutMix, per batch
     train_loader = Loader(splits["train"], args.batch_size, device, augment, shuffle=True,
                           seed=args.seed, drop_last=True, mix=mix, part=(rank, world))
-    shard = lambda t: t[len(t) * rank // world:len(t) * (rank + 1) // world]  # noqa: E731
-    eval_loaders = {name: Loader(tuple(map(shard, splits[name])), 500, device, normalize)
+    eval_loaders = {name: Loader(splits[name], 1000, device, normalize, part=(rank, world))
                     for name in ("val", "test") if splits[name] is not None}
     return splits, train_loader, eval_loaders
 
 
-def initial_weights(path, fingerprint):
-    """--init: the network weights of a checkpoint of the same architecture (any layout)."""
+def initial_weights(model, path, fingerprint):
+    """--init: load the network weights of a checkpoint of the same architecture (any layout)."""
     ck = load_checkpoint(path)
-    if isinstance(ck, dict) and "arch" in ck:  # ours: the fingerprint says what it is
+    if ck.get("arch") is not None:  # ours: the fingerprint says what it is
         check_compatible(ck, **{k: fingerprint[k] for k in ("arch", "num_classes", "model_args")})
-    return model_weights(ck, path)
+    load_weights(model, ck.get("model"), f"--init {path}")
 
 
-def summarize(tracker, best):
-    """The closing line: the best epoch (and on which split) and the final epoch's test figures."""
-    final = tracker.rows[-1] if tracker.rows else {}
-    summary = {"best_epoch": best["epoch"], f"best_{best['split']}_top1": best["top1"],
-               "final_epoch": int(final.get("epoch", 0)), "final_test_top1": final.get("test_top1"),
-               "final_test_top5": final.get("test_top5")}
-    print("done: " + "  ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                               for k, v in summary.items()))
-    return summary
+def summarize(tracker, best, select):
+    """The closing line: the final epoch's test figures (the run's result), then what best.pt
+    holds and on which split it was chosen."""
+    final = tracker.rows[-1]
+    print(f"done: final test top-1 {final['test_top1']:.2f}% top-5 {final['test_top5']:.2f}% "
+          f"(epoch {final['epoch']:.0f}, last.pt: the run's result)" + (
+              f"; best.pt: epoch {best['epoch']}, chosen on {select} top-1 {best['top1']:.2f}%"
+              if select == "val" else f"; best.pt: epoch {best['epoch']}, chosen on the TEST "
+              f"split (--select-on-test): its {best['top1']:.2f}% is an optimistic figure"
+              if select else ""))
+    return {"final_epoch": int(final["epoch"]), "final_test_top1": final["test_top1"],
+            "final_test_top5": final["test_top5"], "best_epoch": best["epoch"] if select else None,
+            "best_split": select}
 
 
 def main(args):
     rank, world, device = distributed.init(runtime.pick_device(args.device))  # 0, 1: python
     flags.check_training_args(args, world)
+    runtime.check_device(args, device)  # what Apple's MPS cannot do, in one line
     if rank > 0:
         sys.stdout = open(os.devnull, "w")  # one writer: rank 0 alone prints, plots and saves
     dtype = runtime.amp_dtype(args.amp, device)
@@ -192,8 +203,8 @@ def main(args):
     runtime.set_kernels(args.deterministic)  # cuDNN autotuning, unless --deterministic
     out = Path(args.out_dir)
     if not args.resume and (out / "last.pt").exists():
-        raise ValueError(f"{out} already holds a run; continue it with --resume, "
-                         "or start a new one with --out-dir NEW_DIR")
+        raise ValueError(f"{out} already holds a run: continue it with --resume, or start a new "
+                         f"one with --out-dir NEW_DIR (or delete {out})")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     splits, train_loader, eval_loaders = make_loaders(args, device, rank, world)
@@ -202,14 +213,14 @@ def main(args):
     fingerprint = {"arch": ARCH, "num_classes": data.NUM_CLASSES, "dataset": args.dataset,
                    "model_args": model_args}  # what --resume, --init and evaluate.py check
     if args.init:  # weights only; the optimizer, schedule and epochs start afresh
-        load_weights(model, initial_weights(args.init, fingerprint), args.init, ARCH)
+        initial_weights(model, args.init, fingerprint)
     model = model.to(device, memory_format=torch.channels_last if channels_last
                      else torch.preserve_format)
     run_model = distributed.data_parallel(model, device, args.sync_bn)  # DDP under torchrun
     if world > 1:
         torch.manual_seed(args.seed * 1000 + rank)  # dropout masks differ between ranks
     ema = runtime.EMA(model, args.ema) if args.ema else None
-    optimizer = runtime.build_optimizer(args, model.parameters())
+    optimizer = runtime.build_optimizer(args, model.parameters(), device)
     steps = len(train_loader)  # optimizer steps per epoch: the schedule counts these
     scheduler = runtime.build_scheduler(args, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -217,23 +228,25 @@ def main(args):
     state = TrainState(fingerprint, args, {  # everything last.pt holds; common/checkpoint.py
         "model": model, "ema": ema, "optimizer": optimizer, "scheduler": scheduler,
         "scaler": scaler, "tracker": tracker}, device, rank, world, distributed.gather_objects)
-    state.best["split"] = "val" if splits["val"] is not None else "test"
+    select = "val" if splits["val"] is not None else "test" if args.select_on_test else None
+    state.best["split"] = select  # where best.pt is chosen: None, no best.pt
     if args.resume:
         state.resume(args.resume)
     run_model = torch.compile(run_model) if args.compile else run_model
+    eval_model = torch.compile(model) if args.compile else model  # no DDP: no collectives
     board = runtime.tensorboard(out / "tensorboard") if args.tensorboard and rank == 0 else None
     if rank == 0:
         metrics.write_json(vars(args), out / "args.json")
 
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{ARCH}: {n_params:,} parameters | {args.dataset}: {len(splits['train'][0]):,} train, "
-          f"{len(splits['test'][0]):,} test | {device} x {world}, amp {dtype}, channels_last "
-          f"{channels_last}" + (", --num-workers unused (no loader processes)"
-                                if args.num_workers else ""))
-    if splits["val"] is None:
-        print("no --val-split: best.pt is the epoch with the best TEST top-1 (an optimistic "
-              "pick); the final epoch is reported as well")
-    epoch_times, plotted, best = [], 0.0, state.best
+    print(f"{ARCH}: {n_params:,} parameters | {args.dataset}: {splits['sizes']} | {device} x "
+          f"{world}, amp {dtype}, channels_last {channels_last}"
+          + (", --num-workers unused (no loader processes)" if args.num_workers else ""))
+    print("best.pt: " + {"val": "the epoch with the best validation top-1", None: "none "
+                         "(no --val-split); the final epoch is the run's result",
+                         "test": "the epoch with the best TEST top-1 (--select-on-test): an "
+                         "optimistic pick"}[select])
+    epoch_times, plotted, best, plotter = [], 0.0, state.best, metrics.Plotter()
     with runtime.StopOnCtrlC("Ctrl-C: saving last.pt after this step (Ctrl-C again to abort)") \
             as stop, state:  # leaving `state` waits for the last checkpoint write
         for epoch in range(state.epoch, args.epochs):
@@ -242,12 +255,12 @@ def main(args):
             model.train()
             train_loader.set_epoch(epoch)
             first = state.step if epoch == state.epoch else 0
-            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*B, correct, images
-            if state.sums is not None and epoch == state.epoch:
-                sums += torch.tensor(state.sums, dtype=torch.float64, device=device)
+            sums = torch.zeros(3, device=device)  # loss x images, correct, images (float32:
+            if state.sums is not None and epoch == state.epoch:  # counts below 2^24 are exact)
+                sums += torch.tensor(state.sums, device=device)
             progress = metrics.Progress(steps, args.progress_every)
             for i, (x, target, y) in enumerate(train_loader.iterate(first), start=first):
-                # this rank's share of batch i: augmented, mixed, soft targets (common/augment.py)
+                # this rank's share of batch i: augmented, mixed, soft targets (common/loader.py)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = optimizer.param_groups[0]["lr"]  # the lr this step uses, for the log
@@ -271,24 +284,21 @@ def main(args):
                         print(f"interrupted: saved {out / 'last.pt'} at epoch {epoch + 1} batch "
                               f"{i + 1}/{steps}; continue with --resume")
                         return None
-            distributed.sum_over_ranks(sums)
-            train_loss, train_acc = (sums[0] / sums[2]).item(), (100 * sums[1] / sums[2]).item()
-            train_time = time.time() - t0  # .item() above waited for the GPU
-            results = evaluate_all(model, run_model, ema, eval_loaders, dtype)
+            loss_sum, correct, images = distributed.sum_over_ranks(sums).tolist()
+            train_loss, train_acc = loss_sum / images, 100 * correct / images
+            train_time = time.time() - t0  # .tolist() above waited for the GPU
+            results = evaluate_all(eval_model, ema, eval_loaders)
             if not all(map(math.isfinite, [train_loss] + [r["loss"] for r in results.values()])):
                 raise FloatingPointError(
                     f"the loss became non-finite in epoch {epoch + 1}; nothing of that epoch was "
                     f"saved and {out / 'last.pt'} holds epoch {epoch}: lower --lr or set "
                     "--clip-grad")
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                   "train_images": sums[2].item(), "train_time": train_time,
+                   "train_images": images, "train_time": train_time,
+                   **{f"{name}_{k}": r[k] for name, r in results.items() for k in r},
                    "peak_mem_mb": runtime.peak_memory_mb(device)}
-            for name in ("val", "test", "ema_val", "ema_test"):
-                for k in ("loss", "top1", "top5"):
-                    row[f"{name}_{k}"] = results[name][k] if name in results else math.nan
-            row["time"] = time.time() - t0
             tracker.append(**row)
-            score = results[best["split"]]["top1"]
+            score = results[select]["top1"] if select else math.nan
             if score > best["top1"]:
                 best.update(epoch=epoch + 1, top1=score)
             state.epoch, state.step, state.sums = epoch + 1, 0, None
@@ -296,26 +306,28 @@ def main(args):
             names = ["last.pt"] + ["best.pt"] * (best["epoch"] == epoch + 1) + \
                 [f"epoch_{epoch + 1}.pt"] * bool(keep)
             row["save_time"] = state.save(out, names)  # a copy to the host; a thread writes it
-            tracker.amend(save_time=row["save_time"])
-            finished = epoch + 1 == args.epochs or (args.target_acc and score >= args.target_acc)
-            if rank == 0 and (finished or stop or time.time() - plotted > 30):  # ~1 s a plot
-                figure = plot_curves(tracker.columns(), best["epoch"])
-                plots.save(figure, out / "training_curves.png")
+            finished = epoch + 1 == args.epochs or args.target_acc and score >= args.target_acc
+            if rank == 0 and (finished or stop or time.time() - plotted > 30):  # on a thread
+                plotter(functools.partial(plot_curves, tracker.columns(), best["epoch"] or None),
+                        out / "training_curves.png")
                 plotted = time.time()
+            row["time"] = time.time() - t0  # the whole epoch: training, evaluation, checkpoint
+            tracker.amend(save_time=row["save_time"], time=row["time"])
             runtime.log_scalars(board, row)
-            epoch_times.append(time.time() - t0)
+            epoch_times.append(row["time"])
             eta = np.mean(epoch_times[-5:]) * (args.epochs - epoch - 1)
             print(metrics.epoch_line(epoch + 1, args.epochs, row, epoch_times[-1], eta),
                   flush=True)
             if distributed.any_rank(stop)[0]:
+                plotter.join()
                 print(f"interrupted: {out / 'last.pt'} holds epoch {epoch + 1}; continue with "
                       "--resume")
                 return None
             if finished and epoch + 1 < args.epochs:
-                print(f"reached --target-acc {args.target_acc}% ({best['split']} top-1 "
-                      f"{score:.2f}%)")
+                print(f"reached --target-acc {args.target_acc}% ({select} top-1 {score:.2f}%)")
                 break
-    return summarize(tracker, best)
+    plotter.join()
+    return summarize(tracker, best, select)
 
 
 if __name__ == "__main__":

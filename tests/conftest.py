@@ -12,6 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--progress-every", "1000"]
+SMALL = [*TINY, "--test-subset", "100"]  # train.py: and test on 100 images (10,000 by default)
 
 
 def run(script, *args, cwd=REPO, check=True, timeout=600):
@@ -58,7 +59,7 @@ def resnet18_run(tmp_path_factory):
     """One tiny resnet18 run for the whole session: 2 epochs on 200 synthetic images (40 held
     out to pick best.pt on), with EMA. Tests that read it never write into it."""
     out = tmp_path_factory.mktemp("shared") / "r18"
-    run("resnet18/train.py", *TINY, "--subset", "200", "--val-split", "40", "--batch-size", "40",
+    run("resnet18/train.py", *SMALL, "--subset", "200", "--val-split", "40", "--batch-size", "40",
         "--epochs", "2", "--ema", "0.9", "--out-dir", out)
     return out
 
@@ -74,12 +75,12 @@ def readme_command(folder, prefix):
 
 @pytest.fixture(scope="session")
 def resnet34_run(tmp_path_factory):
-    """Seed 001's command from resnet34/README.md, shrunk: the standard variant, 3 one-step
-    epochs, SGDR cycles of 1 then 2 steps, a checkpoint kept every epoch."""
-    out = tmp_path_factory.mktemp("shared") / "seed001"
-    argv = readme_command("resnet34", "python resnet34/train.py --recipe seed001")
+    """The ResNet-34 pipeline notebook's command from resnet34/README.md, shrunk: the standard
+    variant, 3 one-step epochs, SGDR cycles of 1 then 2 steps, a checkpoint kept every epoch."""
+    out = tmp_path_factory.mktemp("shared") / "sgdr"
+    argv = readme_command("resnet34", "python resnet34/train.py --recipe sgdr-400-mixup-cutmix")
     assert argv[:2] == ["python", "resnet34/train.py"]
-    run(argv[1], *argv[2:], *TINY, "--subset", "25", "--batch-size", "25", "--epochs", "3",
+    run(argv[1], *argv[2:], *SMALL, "--subset", "25", "--batch-size", "25", "--epochs", "3",
         "--t0", "1", "--save-every", "1", "--out-dir", out)
     return out
 

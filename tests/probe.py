@@ -59,8 +59,9 @@ elif scenario == "eval":
     _, _, loaders = train.make_loaders(args, device, rank, world)
     torch.manual_seed(0)
     model = train.build_model(args)[0]
-    result = train.evaluate(model, loaders["test"], None)
-    torch.save({"result": result, "images": len(loaders["test"].x)}, out / f"eval_rank{rank}.pt")
+    result = train.evaluate(model, loaders["test"])
+    images = sum(len(y) for _, y in loaders["test"])  # this rank's share
+    torch.save({"result": result, "images": images}, out / f"eval_rank{rank}.pt")
 elif scenario == "syncs":
     import collections
     import json
@@ -91,7 +92,7 @@ elif scenario == "steps":
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         run_model = torch.compile(model) if compiled else model
-        optimizer = train.runtime.build_optimizer(args, model.parameters())
+        optimizer = train.runtime.build_optimizer(args, model.parameters(), device)  # as train.py
         dtype = train.runtime.amp_dtype(amp, device)
         scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         xd = x.to(device)

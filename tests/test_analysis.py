@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from conftest import REPO, load_module
 
 sys.path.insert(0, str(REPO))
-from common import curves, plots  # noqa: E402
-from common.gradcam import GradCAM, find_layer, overlay  # noqa: E402
-from common.metrics import calibration, per_class_report  # noqa: E402
+from common import plots  # noqa: E402
+from common.gradcam import GradCAM, find_layer, overlay, pointing_game  # noqa: E402
+from common.metrics import save_figure  # noqa: E402
+from common.report import calibration, per_class_report  # noqa: E402
 
 
 class Tiny(nn.Module):
@@ -160,25 +161,31 @@ def test_plots_write_pngs(tmp_path):
     nan = np.full(5, np.nan)
     m = {"epoch": ep, "lr": ep / 10, "train_loss": 5 - ep, "train_acc": 10 * ep, "val_loss": nan,
          "val_top1": nan, "test_loss": 5 - ep / 2, "test_top1": 9 * ep}
-    for figure in (curves.training_curves, curves.overview_curves, curves.two_panel_curves):
-        plots.save(figure(m, best_epoch=4), tmp_path / f"{figure.__name__}.png")
+    for folder in ("resnet18", "resnet34", "se_res_inception"):  # each folder's own figure
+        curves = load_module(REPO / folder / "curves.py", f"{folder}_curves_analysis")
+        save_figure(curves.plot_curves(m, best_epoch=4), tmp_path / f"{folder}.png")
+        save_figure(curves.plot_curves(m), tmp_path / f"{folder}_no_best.png")
     rng = np.random.default_rng(0)
     cm = rng.random((100, 100))
-    plots.confusion_heatmap(cm / cm.sum(1, keepdims=True), [f"class_{i}" for i in range(100)],
-                            tmp_path / "cm100.png", "100 classes")
-    plots.confusion_heatmap(np.eye(20) * 0.7 + 0.015, [f"super_{i}" for i in range(20)],
-                            tmp_path / "cm20.png", "20 superclasses", annotate=True)
+    save_figure(plots.confusion_heatmap(cm / cm.sum(1, keepdims=True),
+                                        [f"class_{i}" for i in range(100)], "100 classes"),
+                tmp_path / "cm100.png")
+    save_figure(plots.confusion_heatmap(np.eye(20) * 0.7 + 0.015,
+                                        [f"super_{i}" for i in range(20)], "20 superclasses",
+                                        annotate=True), tmp_path / "cm20.png")
     conf = np.array([np.nan, 0.2, 0.5, 0.9])
-    plots.reliability_diagram(conf, [np.nan, 0.1, 0.6, 0.8], [0, 5, 10, 20], 0.07,
-                              tmp_path / "rel.png")
+    save_figure(plots.reliability_diagram(conf, [np.nan, 0.1, 0.6, 0.8], [0, 5, 10, 20], 0.07),
+                tmp_path / "rel.png")
     imgs = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
-    plots.image_grid(imgs, ["sweet_pepper (97%) / aquarium_fish"] * 5, tmp_path / "grid.png",
-                     ncols=4, colors=[plots.GOOD, plots.BAD] * 2 + [plots.GOOD], suptitle="s")
-    plots.image_grid([imgs[0], None, overlay(imgs[1], torch.rand(32, 32))], ["a", "", "b"],
-                     tmp_path / "mixed.png", ncols=3)
-    plots.image_grid(imgs[:0], [], tmp_path / "empty.png", suptitle="No mistakes")
-    names = {"training_curves", "overview_curves", "two_panel_curves", "cm100", "cm20", "rel",
-             "grid", "mixed", "empty"}
+    save_figure(plots.image_grid(imgs, ["sweet_pepper (97%) / aquarium_fish"] * 5, ncols=4,
+                                 colors=[plots.GOOD, plots.BAD] * 2 + [plots.GOOD], suptitle="s"),
+                tmp_path / "grid.png")
+    save_figure(plots.image_grid([imgs[0], None, overlay(imgs[1], torch.rand(32, 32))],
+                                 ["a", "", "b"], ncols=3), tmp_path / "mixed.png")
+    save_figure(plots.image_grid(imgs[:0], [], suptitle="No mistakes"), tmp_path / "empty.png")
+    names = {"resnet18", "resnet34", "se_res_inception", "cm100", "cm20", "rel", "grid",
+             "mixed", "empty"} | {f"{f}_no_best" for f in ("resnet18", "resnet34",
+                                                          "se_res_inception")}
     assert {p.stem for p in tmp_path.iterdir()} == names  # no temporary files left
     w, h = png_size(tmp_path / "cm100.png")
     assert w >= 1500 and h >= 1500  # 100 tick labels need a large canvas
@@ -187,19 +194,32 @@ def test_plots_write_pngs(tmp_path):
 
 
 def test_plots_import_no_pyplot():
-    code = "import common.plots, sys; assert 'matplotlib.pyplot' not in sys.modules"
+    code = ("import common.plots, common.metrics, sys; sys.path.insert(0, 'resnet18'); "
+            "import curves; assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_pointing_game_counts_peaks_on_the_object():
+    masks = torch.zeros(4, 8, 8, dtype=torch.bool)
+    masks[:, 2:4, 2:4] = True  # a 2x2 object: 1/16 of each image
+    maps = torch.zeros(4, 8, 8)
+    maps[0, 3, 3] = maps[1, 2, 2] = 1.0  # on the object
+    maps[2, 6, 6] = 1.0  # beside it; map 3 blank: no peak, a miss
+    score = pointing_game(maps, masks, torch.tensor([True, False, True, True]))
+    assert score == pytest.approx({"hit": 50.0, "hit_correct": 100 / 3, "chance": 6.25,
+                                   "images": 4})
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained ResNet-18 in the train.py checkpoint format, on a 100-image synthetic test."""
     model = load_module(REPO / "resnet18/model.py", "r18_model_ckpt").resnet18()
-    path = tmp_path_factory.mktemp("run") / "best.pt"
+    path = tmp_path_factory.mktemp("run") / "last.pt"
     torch.save({"arch": "resnet18", "model_args": {"num_classes": 100, "dropout": 0.3},
                 "num_classes": 100, "dataset": "synthetic", "epoch": 1,
                 "model": model.state_dict(), "ema": None,
-                "args": {"dataset": "synthetic", "data_dir": None, "subset": 500, "val_split": 0}},
+                "args": {"dataset": "synthetic", "data_dir": None, "subset": 500,
+                         "test_subset": 100, "val_split": 0}},
                path)
     return path
 

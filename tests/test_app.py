@@ -5,8 +5,9 @@ Chromium is installed, the page itself is driven in a headless browser.
 
     APP_SCREENSHOT=resnet18/app_screenshot.png python -m pytest tests/test_app.py -k chromium
 
-APP_CHECKPOINT=path/best.pt serves that checkpoint instead of the tiny one the tests train (the
-README's screenshot: the try-it run of resnet18/README.md).
+APP_CHECKPOINT=path/last.pt serves that checkpoint instead of the tiny one the tests train (the
+README's screenshot: the try-it run of resnet18/README.md). A checkpoint of the synthetic set
+names its classes as that set does ("h-stripes 5px / disk"), in the page and in evaluate.py.
 """
 import base64
 import fcntl
@@ -25,9 +26,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.augment import Normalize
-from common.checkpoint import load_model
-from common.data import CIFAR100_MEAN, CIFAR100_STD, COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
-from common.inference import predict, read_image
+from common.checkpoint import load_checkpoint
+from common.data import CIFAR100_MEAN, CIFAR100_STD, FINE_NAMES, FINE_TO_COARSE, class_names
+from common.inference import load_model, predict, read_image
 from conftest import REPO, load_module
 
 pytest.importorskip("gradio", reason="the web demo needs: pip install -r requirements-demo.txt")
@@ -43,7 +44,7 @@ CHROMIUM = "/usr/bin/chromium"
 def ckpt(request):
     if os.environ.get("APP_CHECKPOINT"):
         return os.environ["APP_CHECKPOINT"]
-    return request.getfixturevalue("resnet18_run") / "best.pt"  # the session's tiny run
+    return request.getfixturevalue("resnet18_run") / "last.pt"  # the session's tiny run
 
 
 @pytest.fixture(scope="module")
@@ -95,28 +96,39 @@ def odd_images(d):
     return [EXAMPLE, d / "rgba.png", d / "grey.png", d / "palette.gif"]
 
 
+def names_of(ckpt):
+    """(fine, superclass names) of the checkpoint's dataset, as the app and evaluate.py use."""
+    c = load_checkpoint(ckpt)
+    return class_names(c["args"].get("dataset") or c.get("dataset") or "cifar100")
+
+
 @pytest.mark.slow  # the live server: python -m pytest -m slow
 def test_top5_is_evaluate_image_for_any_image(server, ckpt, tmp_path):
     """Each file's top-5 as evaluate.py --image prints it: its process for the palette image,
-    its functions (read_image, predict) in this process for all four."""
+    its functions (read_image, predict) in this process for all four; a synthetic-set checkpoint
+    (the session's) names the classes and superclass as that set does."""
     url, client = server
     files = odd_images(tmp_path)
     cli = {f: subprocess.Popen([sys.executable, "resnet18/evaluate.py", "--checkpoint", str(ckpt),
                                 "--device", "cpu", "--image", str(f)], cwd=REPO, text=True,
                                stdout=subprocess.PIPE) for f in files[-1:]}  # while we ask
-    model = load_model(ckpt, load_module(REPO / "resnet18" / "model.py", "r18_app").resnet18)[0]
+    model = load_model(load_checkpoint(ckpt), load_module(REPO / "resnet18" / "model.py",
+                                                          "r18_app").resnet18, ckpt)
+    fine, coarse = names_of(ckpt)
+    if not os.environ.get("APP_CHECKPOINT"):  # the session's run is on the synthetic set
+        assert fine == class_names("synthetic")[0]
     for f in files:
         result = client.predict(handle_file(str(f)), api_name="/predict")
         p = predict(model, read_image(f)[None], Normalize(CIFAR100_MEAN, CIFAR100_STD),
                     torch.device("cpu"))[0]
-        printed = [(f"{100 * q:6.2f}%", FINE_NAMES[c]) for q, c in zip(*p.topk(5))]
+        printed = [(f"{100 * q:6.2f}%", fine[c]) for q, c in zip(*p.topk(5))]
         assert top5_of(result) == printed, f.name
         if f in cli:
             out = cli[f].communicate(timeout=120)[0]
             assert cli[f].returncode == 0 and out.splitlines()[1:] == [
                 f"  {a}  {b}" for a, b in printed], out
-        top = FINE_NAMES.index(result[0]["label"])
-        assert result[1].startswith(COARSE_NAMES[FINE_TO_COARSE[top]] + ": its 5 classes")
+        top = fine.index(result[0]["label"])
+        assert result[1].startswith(coarse[FINE_TO_COARSE[top]] + ": its 5 classes")
         for image in result[2:]:  # the 32x32 input and its Grad-CAM, nearest-upscaled 8x
             assert Image.open(image["path"]).size == (256, 256)
 
@@ -151,7 +163,7 @@ def test_bad_checkpoints_and_no_gradio_stop_before_serving(ckpt, tmp_path):
         ([APP, "--checkpoint", ckpt], {"PYTHONPATH": str(tmp_path / "no_gradio")},
          "pip install -r requirements-demo.txt"),
         ([tmp_path / "my_net" / "app.py"], {},  # its default: its own run dir, not there
-         f"no checkpoint at {tmp_path / 'runs' / 'my_net' / 'best.pt'}"),
+         f"no checkpoint at {tmp_path / 'runs' / 'my_net' / 'last.pt'}"),
     ]
     procs = [subprocess.Popen([sys.executable, *map(str, cmd), "--port", "1"], cwd=tmp_path,
                               env={**os.environ, **env}, text=True, stdout=subprocess.PIPE,
@@ -238,11 +250,12 @@ class Chromium:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium package")
-def test_page_in_headless_chromium(server, tmp_path):
+def test_page_in_headless_chromium(server, ckpt, tmp_path):
     """A person's visit: a text file (the page says why it is no image), a click on an example,
     then a drawn picture wider than tall, then another example; the page shows what the client
-    gets."""
+    gets. An example's button shows its label's name in the checkpoint's dataset."""
     url, client = server
+    fine = names_of(ckpt)[0]
     (tmp_path / "notes.png").write_text("not an image")
     scene = Image.new("RGB", (480, 320), (110, 170, 230))  # sky; the network sees 320x320
     draw = ImageDraw.Draw(scene)
@@ -268,8 +281,9 @@ def test_page_in_headless_chromium(server, tmp_path):
             if show == "upload":
                 browser.upload("#input input[type=file]", path)
             else:
+                label = json.dumps(fine[FINE_NAMES.index(path.stem)])
                 browser.js(f"[...document.querySelectorAll('#examples button')]"
-                           f".find(b => b.innerText.trim() == '{path.stem}').click()")
+                           f".find(b => b.innerText.trim() == {label}).click()")
             browser.wait_for(f"(document.querySelector('#seen img')?.src || '') != {seen}")
             expected = client.predict(handle_file(str(path)), api_name="/predict")
             browser.wait_for(f"document.querySelector('#superclass textarea')?.value == "

@@ -1,7 +1,8 @@
-"""The benchmark's parts without training anything: the baseline's recipe against resnet18's,
-the GPU peak table, measure.py's reading of epoch rows, report.py's means over seeds, its
-parity ratio and its throughput targets (on run directories made up here), that no benchmark
-file imports a script, and benchmark/gpu_check.sh's options; its CPU dry run (slow) trains."""
+"""The benchmark's parts: the baseline's recipe against resnet18's, the GPU peak table,
+measure.py's reading of epoch rows, report.py's means over seeds, its parity ratio and its
+throughput targets (on run directories made up here), that no benchmark file imports a script,
+benchmark/gpu_check.sh's options, and (slow) one tiny baseline run each way, with and without a
+validation split, measured by measure.py, and gpu_check.sh's dry run on the CPU."""
 import json
 import os
 import re
@@ -11,8 +12,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import REPO, load_module
+from conftest import REPO, load_module, run_many
 
 BENCH = REPO / "benchmark"
 
@@ -43,6 +45,42 @@ def test_baseline_recipe_is_resnet18s_default_recipe(baseline):
     b = baseline.parser.parse_args([])
     assert (b.epochs, b.batch_size, b.lr, b.weight_decay) == (
         args.epochs, args.batch_size, args.lr, args.weight_decay)
+
+
+@pytest.mark.slow  # five runs of an 11 M parameter network: python -m pytest -m slow
+def test_baseline_chooses_best_pt_as_train_py_does_and_measure_reads_either_run(tmp_path):
+    """best.pt only with a validation split (chosen on it), never on the test set by default;
+    val_* columns only where there is a split; --subset shrinks only the training set; and
+    measure.py reports best.pt's figures as None where the run has none."""
+    tiny = ["--dataset", "synthetic", "--device", "cpu", "--workers", "0", "--subset", "30",
+            "--test-subset", "100", "--epochs", "1", "--batch-size", "10"]
+    plain, held, both = tmp_path / "plain", tmp_path / "held", tmp_path / "both"
+    results = run_many(("benchmark/baseline.py", *tiny, "--out-dir", plain),
+                       ("benchmark/baseline.py", *tiny, "--val-split", "10", "--out-dir", held),
+                       ("benchmark/baseline.py", *tiny, "--val-split", "10", "--select-on-test",
+                        "--out-dir", both),
+                       ("benchmark/measure.py", "baseline", "--run-dir", plain, "--infer-batch",
+                        "50"),
+                       ("benchmark/measure.py", "baseline", "--run-dir", held, "--infer-batch",
+                        "50"))
+    for r in results[:2] + results[3:]:
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert results[2].returncode != 0 and "give one of them" in results[2].stderr
+    assert "best.pt: none (no --val-split)" in results[0].stdout
+    assert not (plain / "best.pt").exists() and (held / "best.pt").is_file()
+    cols = [sorted(np.load(d / "metrics.npz").files) for d in (plain, held)]
+    assert not any(c.startswith("val_") for c in cols[0]) and "val_top1" in cols[1]
+    assert "test_top1" in cols[0] and "test_top1" in cols[1]
+    ck = torch.load(held / "best.pt", weights_only=True)
+    assert ck["best"]["split"] == "val" and ck["arch"] == "baseline"
+    m = [json.loads((d / "measure.json").read_text()) for d in (plain, held)]
+    assert (m[0]["best_epoch"], m[0]["best_split"], m[0]["best_test_top1"]) == (None, None, None)
+    assert m[1]["best_split"] == "val" and m[1]["best_epoch"] == 1
+    assert m[1]["best_test_top1"] == pytest.approx(m[1]["top1_check"])  # the same weights
+    assert [(x["train_images"], x["val_images"], x["test_images"]) for x in m] == [
+        (30, 0, 100), (20, 10, 100)]
+    for x in m:
+        assert x["top1_check"] == pytest.approx(x["final_test_top1"])  # both in float32
 
 
 def test_baseline_network_matches_resnet18s_size(baseline):

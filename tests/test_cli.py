@@ -1,5 +1,5 @@
-"""What users try first: --help, the seeds' own command lines and checkpoints, named recipes, a
-copied folder, gradient accumulation, --init and --tensorboard."""
+"""What users try first: --help, the source projects' own command lines and checkpoints, named
+recipes, a copied folder, gradient accumulation, --init and --tensorboard."""
 import json
 import re
 import shutil
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, interrupt_in_epoch_2, load_module, run, run_many
+from conftest import REPO, SMALL, interrupt_in_epoch_2, load_module, run, run_many
 
 FOLDERS = ["resnet18", "resnet34", "se_res_inception"]
 TRAIN = {f: load_module(REPO / f / "train.py", f"{f}_train_cli") for f in FOLDERS}
@@ -32,7 +32,7 @@ def test_help_shows_every_default_and_each_recipes_values(folder):
             block = body[start.end():].split("\n  -", 1)[0]
             assert "default:" in block, action.option_strings[0]
     for name, recipe in train.RECIPES.items():  # the epilog lists each recipe, value by value
-        line = " ".join(text.split(f"  {name}:", 1)[1].split("\n  seed", 1)[0].split())
+        line = " ".join(re.split(r"\n  (?=\S)", text.split(f"  {name}:", 1)[1])[0].split())
         for key, value in recipe.items():
             shown = (flag(key) if value else "--no-" + key.replace("_", "-")) \
                 if isinstance(value, bool) else \
@@ -48,7 +48,8 @@ def test_every_recipe_sets_every_flag_the_parser_leaves_open(folder):
     train = TRAIN[folder]
     parser = train.build_parser()
     open_flags = {dest for dest, default in parser.base_defaults.items()
-                  if default is None and dest not in ("help", "resume", "init", "channels_last")}
+                  if default is None and dest not in ("help", "resume", "init", "channels_last",
+                                                      "data_dir")}
     assert {"epochs", "lr", "weight_decay", "scheduler"} <= open_flags  # the recipe's to say
     for name, recipe in train.RECIPES.items():
         assert open_flags <= recipe.keys(), (name, open_flags - recipe.keys())
@@ -59,10 +60,10 @@ def test_every_recipe_sets_every_flag_the_parser_leaves_open(folder):
             assert getattr(args, k) == parser.base_defaults[k], (name, k)
 
 
-def test_seed002_recipe_is_a_ready_command():
+def test_the_notebooks_recipe_is_a_ready_command():
     text = (REPO / "resnet18" / "README.md").read_text()
-    cmd = re.search(r"python resnet18/train\.py --recipe seed002[^\n`]*", text)
-    assert cmd, "resnet18/README.md shows no seed002 command"
+    cmd = re.search(r"python resnet18/train\.py --recipe step-100[^\n`]*", text)
+    assert cmd, "resnet18/README.md shows no step-100 command"
     args = TRAIN["resnet18"].parse_args(cmd[0].split()[2:])
     assert (args.epochs, args.scheduler, args.step_epochs, args.gamma, args.batch_size) == (
         100, "step", 30, 0.1, 128)
@@ -72,21 +73,21 @@ def test_seed002_recipe_is_a_ready_command():
     assert args.jitter == [0.0] * 4 and args.pad == 4 and args.flip
 
 
-# The command lines the five seeds give (seeds 001 and 002 are notebooks and give none).
-SEED_COMMANDS = [
+# The command lines the source projects give (the two notebooks give none).
+SOURCE_COMMANDS = [
     ("resnet18", "train.py", "--data-dir ./data --batch-size 512 --epochs 150 --lr 0.1 "
-     "--weight-decay 5e-4 --num-workers 4"),  # seed 004: python src/train.py ...
-    ("resnet34", "train.py", ""),  # seed 003: python train.py
-    ("se_res_inception", "train.py", ""),  # seed 000: python train.py, model.py, ...
+     "--weight-decay 5e-4 --num-workers 4"),  # the CIFAR ResNet-18's python src/train.py ...
+    ("resnet34", "train.py", ""),  # Enhanced ResNet34: python train.py
+    ("se_res_inception", "train.py", ""),  # SE-Res-Inception V2: python train.py, model.py, ...
     ("se_res_inception", "evaluate_superclass.py", ""),
     ("se_res_inception", "plot_metrics.py", ""),
-    ("se_res_inception", "gradcam.py", ""),  # seed 000's visualize_gradcam.py
+    ("se_res_inception", "gradcam.py", ""),  # its visualize_gradcam.py
     ("se_res_inception", "env_val.py", ""),
 ]
 
 
-@pytest.mark.parametrize("folder, script, argv", SEED_COMMANDS)
-def test_the_seeds_command_lines_parse(folder, script, argv):
+@pytest.mark.parametrize("folder, script, argv", SOURCE_COMMANDS)
+def test_the_source_projects_command_lines_parse(folder, script, argv):
     if script == "train.py":
         args = TRAIN[folder].parse_args(argv.split())
         assert args.num_workers == (4 if "--num-workers" in argv else 0)
@@ -109,7 +110,7 @@ def tiny_runs(tmp_path_factory, resnet18_run, resnet34_run):
     def get(folder):
         if folder not in done:
             extra = ["--variant", "standard"] if folder == "resnet34" else []
-            run(REPO / folder / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
+            run(REPO / folder / "train.py", *SMALL, "--subset", "100", "--batch-size", "50",
                 "--epochs", "1", "--out-dir", root / folder, *extra)
             done[folder] = root / folder
         return done[folder]
@@ -119,13 +120,14 @@ def tiny_runs(tmp_path_factory, resnet18_run, resnet34_run):
 @pytest.mark.slow  # in the default run: test_resnet34.py loads a seed-layout file in-process
 @pytest.mark.parametrize("folder", ["resnet34", "se_res_inception"])
 def test_a_seeds_model_state_dict_checkpoint_loads(folder, tiny_runs, tmp_path):
-    """Seeds 000 and 003 save {"model_state_dict": ..., "optimizer_state_dict": ..., ...}."""
+    """SE-Res-Inception V2 and the Enhanced ResNet34 save {"model_state_dict": ...,
+    "optimizer_state_dict": ..., ...}."""
     ck = torch.load(tiny_runs(folder) / "last.pt", weights_only=True)
     seed_file = tmp_path / "best_model.pt"
     torch.save({"epoch": 5, "model_state_dict": ck["model"], "optimizer_state_dict": {},
                 "test_accuracy": 1.0, "train_losses": [4.6, 4.5]}, seed_file)
     flags = ["--checkpoint", seed_file, "--device", "cpu", "--dataset", "synthetic",
-             "--subset", "100"]
+             "--test-subset", "100"]
     results = run_many((REPO / folder / "evaluate.py", *flags, "--out-dir", tmp_path / "eval"),
                        (REPO / folder / "gradcam.py", *flags, "--num", "2", "--out-dir",
                         tmp_path / "cam"),
@@ -150,7 +152,8 @@ def test_a_state_dict_of_another_network_says_what_does_not_match(tiny_runs, tmp
 @pytest.mark.parametrize("folder", ["resnet18", *(pytest.param(f, marks=pytest.mark.slow)
                                                   for f in FOLDERS[1:])])
 def test_a_copied_folder_is_a_template_for_every_script(folder, tmp_path):
-    """cp -r FOLDER my_net: every script of the copy reads and writes runs/my_net/."""
+    """The folder and common/ copied side by side (cp -r FOLDER my_net; cp -r common): every
+    script of the copy reads and writes runs/my_net/."""
     shutil.copytree(REPO / "common", tmp_path / "common")
     shutil.copytree(REPO / folder, tmp_path / "my_net",
                     ignore=shutil.ignore_patterns("__pycache__", "examples", "*.png"))
@@ -161,20 +164,21 @@ def test_a_copied_folder_is_a_template_for_every_script(folder, tmp_path):
         scripts.update({"evaluate_superclass.py": "superclass/superclass.json",
                         "plot_metrics.py": "training_curves.png"})
     trained, *results = run_many(
-        (tmp_path / "my_net" / "train.py", *TINY, "--subset", "100", "--batch-size", "50",
+        (tmp_path / "my_net" / "train.py", *SMALL, "--subset", "100", "--batch-size", "50",
          "--epochs", "1", *extra),
         *[(tmp_path / "my_net" / script,
            *([] if script == "plot_metrics.py" else ["--device", "cpu"])) for script in scripts],
         cwd=tmp_path / "my_net")  # each script from inside the copy, in one interpreter
     assert trained.returncode == 0, trained.stderr
-    for name in ("last.pt", "best.pt", "training_curves.png"):
+    for name in ("last.pt", "training_curves.png"):
         assert (runs / name).is_file(), name
+    assert not (runs / "best.pt").exists()  # no --val-split: nothing to choose it on
     for (script, written), r in zip(scripts.items(), results):
         assert r.returncode == 0 and (runs / written).is_file(), (script, r.stderr)
 
 
 def test_accumulated_micro_batches_equal_one_big_batch_without_batchnorm(tmp_path):
-    flags = [*TINY, "--subset", "32", "--batch-size", "32", "--epochs", "1", "--cutmix-alpha",
+    flags = [*SMALL, "--subset", "32", "--batch-size", "32", "--epochs", "1", "--cutmix-alpha",
              "1", "--mix-prob", "1"]
     *probes, p = run_many(*[(REPO / "tests" / "probe.py", "resnet18", "nobn", tmp_path, "--",
                              *flags, "--accum-steps", k, "--out-dir", tmp_path / f"k{k}")
@@ -190,7 +194,7 @@ def test_accumulated_micro_batches_equal_one_big_batch_without_batchnorm(tmp_pat
 
 @pytest.mark.slow
 def test_resume_after_ctrl_c_with_accumulation_is_bit_exact(tmp_path):
-    args = [*TINY, "--subset", "150", "--batch-size", "30", "--epochs", "2", "--accum-steps", "3"]
+    args = [*SMALL, "--subset", "150", "--batch-size", "30", "--epochs", "2", "--accum-steps", "3"]
     run(REPO / "resnet18" / "train.py", *args, "--out-dir", tmp_path / "a")
     code, rest = interrupt_in_epoch_2([sys.executable, "resnet18/train.py", *args, "--out-dir",
                                        tmp_path / "b", "--progress-every", "0"])
@@ -205,7 +209,7 @@ def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
     base = tiny_runs("resnet18") / "last.pt"
     cases = ((["--init", tiny_runs("resnet34") / "last.pt"], "arch='resnet34'"),
              (["--init", base, "--resume", base], "give one of them"))
-    ok, *refused = run_many(*[(REPO / "resnet18" / "train.py", *TINY, "--subset", "100",
+    ok, *refused = run_many(*[(REPO / "resnet18" / "train.py", *SMALL, "--subset", "100",
                                "--batch-size", "50", "--epochs", "1", *extra, "--out-dir", out)
                               for extra, out in [(["--init", base, "--lr", "1e-9"],
                                                   tmp_path / "ft")]
@@ -223,7 +227,7 @@ def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
 
 
 def test_tensorboard_logs_the_epoch_rows_or_says_what_to_install(tmp_path, monkeypatch):
-    flags = [*TINY, "--subset", "100", "--batch-size", "50", "--epochs", "1", "--tensorboard"]
+    flags = [*SMALL, "--subset", "100", "--batch-size", "50", "--epochs", "1", "--tensorboard"]
     try:
         import tensorboard  # noqa: F401
     except ImportError:
@@ -243,3 +247,23 @@ def test_tensorboard_logs_the_epoch_rows_or_says_what_to_install(tmp_path, monke
             "run_name='__main__')")
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert p.returncode != 0 and "pip install -r requirements-tensorboard.txt" in p.stderr
+
+
+def test_a_folder_copied_without_common_says_what_to_copy(tmp_path):
+    """cp -r resnet18 ~/hw1 && python ~/hw1/train.py --help: one line naming what else to copy;
+    and the README's way, the folder next to common/, works from anywhere."""
+    shutil.copytree(REPO / "resnet18", tmp_path / "hw1", ignore=shutil.ignore_patterns(
+        "__pycache__", "examples", "*.png"))
+    for script in ("train.py", "evaluate.py", "gradcam.py", "app.py"):
+        p = run(tmp_path / "hw1" / script, "--help", cwd=tmp_path, check=False)
+        err = p.stderr.strip()
+        assert p.returncode != 0 and len(err.splitlines()) == 1, (script, err)
+        assert f"needs the repo's common/ folder next to it, in {tmp_path}" in err, err
+    readme = (REPO / "README.md").read_text()
+    assert "cp -r resnet18 common ~/hw1/" in readme
+    (tmp_path / "hw2").mkdir()
+    for folder in ("resnet18", "common"):
+        shutil.copytree(REPO / folder, tmp_path / "hw2" / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "examples", "*.png"))
+    assert "--epochs" in run(tmp_path / "hw2" / "resnet18" / "train.py", "--help",
+                             cwd=tmp_path).stdout

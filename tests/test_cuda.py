@@ -35,10 +35,12 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(ON_GPU and not torch.cuda.is_
                                                    reason="no CUDA GPU visible")]
 
 # the dry run on the CPU: resnet18 alone (the others take the same code path, and their CPU
-# tests run their scripts), at a quarter of the sizes
+# tests run their scripts), at a quarter of the sizes. Test images: 500 on the GPU, 100 on the
+# CPU (the default, all 10,000, would be scored every epoch; on the CPU too by the CPU runs)
 FOLDERS = ["resnet18", "resnet34", "se_res_inception"] if ON_GPU else ["resnet18"]
-SMALL = ["--dataset", "synthetic", "--subset", 256 if ON_GPU else 64, "--batch-size", 64 if ON_GPU
-         else 32, "--epochs", "2", "--progress-every", "1000"]
+TEST = ["--test-subset", 500 if ON_GPU else 100]
+SMALL = ["--dataset", "synthetic", "--subset", 256 if ON_GPU else 64, *TEST, "--batch-size",
+         64 if ON_GPU else 32, "--epochs", "2", "--progress-every", "1000"]
 STEP_BATCH = 32 if ON_GPU else 8
 NO_DROPOUT = {"resnet18": ["--dropout", "0"], "resnet34": ["--dropout", "0"],
               "se_res_inception": ["--dropout", "0", "--block-dropout", "0", "--drop-path", "0"]}
@@ -97,7 +99,7 @@ def test_device_checkpoint_evaluates_on_cpu_and_the_scripts_run_on_the_device(de
                 (f"{folder}/evaluate.py", "--checkpoint", ckpt, "--device", DEVICE,
                  "--out-dir", out / "eval_device"),
                 (f"{folder}/gradcam.py", "--checkpoint", ckpt, "--device", DEVICE, "--num", "4",
-                 "--out-dir", out / "gradcam")]
+                 "--pointing", 1000 if ON_GPU else 20, "--out-dir", out / "gradcam")]
     if folder == "se_res_inception":
         commands.append((f"{folder}/evaluate_superclass.py", "--checkpoint", ckpt, "--device",
                          DEVICE, "--out-dir", out / "superclass"))
@@ -119,7 +121,8 @@ def test_device_checkpoint_evaluates_on_cpu_and_the_scripts_run_on_the_device(de
 
 def test_cpu_checkpoint_evaluates_on_the_device(tmp_path):
     run(REPO / "resnet18" / "train.py", "--dataset", "synthetic", "--subset", "100",
-        "--batch-size", "50", "--epochs", "1", "--device", "cpu", "--out-dir", tmp_path / "run")
+        "--test-subset", "100", "--batch-size", "50", "--epochs", "1", "--device", "cpu",
+        "--out-dir", tmp_path / "run")
     run(REPO / "resnet18" / "evaluate.py", "--checkpoint", tmp_path / "run" / "last.pt",
         "--device", DEVICE, "--out-dir", tmp_path / "eval")
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["images"] == 100
@@ -128,8 +131,9 @@ def test_cpu_checkpoint_evaluates_on_the_device(tmp_path):
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_the_step_under_each_precision_and_layout_matches_cpu_fp32(folder, tmp_path,
                                                                    record_property):
-    flags = ["--dataset", "synthetic", "--subset", 2 * STEP_BATCH, "--batch-size", STEP_BATCH,
-             "--epochs", "1", "--progress-every", "1000", *NO_DROPOUT[folder]]
+    flags = ["--dataset", "synthetic", "--subset", 2 * STEP_BATCH, "--test-subset", "100",
+             "--batch-size", STEP_BATCH, "--epochs", "1", "--progress-every", "1000",
+             *NO_DROPOUT[folder]]
     run(REPO / "tests" / "probe.py", folder, "record", tmp_path, "--", *flags, "--device", "cpu",
         "--out-dir", tmp_path / "run")
     cpu_loss = torch.load(tmp_path / "seen_rank0.pt")[0][2]
@@ -158,7 +162,7 @@ def test_the_step_under_each_precision_and_layout_matches_cpu_fp32(folder, tmp_p
 def test_ctrl_c_and_resume_on_the_device_are_bit_exact_when_deterministic(tmp_path):
     # 20 steps an epoch on the GPU, 3 on the CPU: the Ctrl-C at epoch 2's first progress line
     # (after its first step) lands inside the epoch either way
-    flags = ["--dataset", "synthetic", "--subset", 640 if ON_GPU else 48, "--batch-size",
+    flags = ["--dataset", "synthetic", "--subset", 640 if ON_GPU else 48, *TEST, "--batch-size",
              32 if ON_GPU else 16, "--epochs", "2", "--ema", "0.9", "--device", DEVICE,
              "--deterministic"]
     run(REPO / "resnet18" / "train.py", *flags, "--out-dir", tmp_path / "a",
@@ -187,8 +191,9 @@ def test_the_loop_does_not_wait_for_the_gpu_every_step(tmp_path, record_property
         out = tmp_path / str(steps)
         out.mkdir()
         run(REPO / "tests" / "probe.py", "resnet18", "syncs", out, "--", "--dataset", "synthetic",
-            "--subset", 64 * steps, "--batch-size", "64", "--epochs", "1", "--progress-every",
-            "1000", "--ema", "0.99", "--device", "cuda", "--out-dir", out / "run")
+            "--subset", 64 * steps, *TEST, "--batch-size", "64", "--epochs", "1",
+            "--progress-every", "1000", "--ema", "0.99", "--device", "cuda", "--out-dir",
+            out / "run")
         counts[steps] = json.loads((out / "syncs.json").read_text())  # {"file:line": count}
     assert counts[60], "no synchronisation counted: is set_sync_debug_mode working?"
     more = {line: n - counts[20].get(line, 0) for line, n in counts[60].items()}

@@ -16,13 +16,15 @@ def test_constants_are_the_official_lists():
     assert len(data.COARSE_NAMES) == 20 and data.COARSE_NAMES == sorted(data.COARSE_NAMES)
 
 
-def write_official(root, n_train=60, n_test=20, protocol=2, override=None):
-    """Files in the official layout: dicts with bytes keys, uint8 (N, 3072) data, list labels."""
+def write_official(root, n_train=60, n_test=20, protocol=2, override=None, balanced=False):
+    """Files in the official layout: dicts with bytes keys, uint8 (N, 3072) data, list labels
+    (balanced: each class equally often, in a random order, as in the official files)."""
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, n in (("train", n_train), ("test", n_test)):
-        fine = [int(v) for v in rng.integers(0, 100, n)]
+        fine = [int(v) for v in (rng.permutation(n) % 100 if balanced else
+                                 rng.integers(0, 100, n))]
         d = {b"filenames": [b"img_%d.png" % i for i in range(n)], b"batch_label": name.encode(),
              b"fine_labels": fine, b"coarse_labels": [data.FINE_TO_COARSE[f] for f in fine],
              b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
@@ -47,6 +49,42 @@ def test_reader_reads_official_format(tmp_path, protocol):
     splits = data.load_splits("cifar100", tmp_path, val_split=10, download=False)
     assert len(splits["train"][0]) == 50 and len(splits["val"][0]) == 10
     assert len(splits["test"][0]) == 20
+
+
+def test_subsets_shrink_only_what_they_name_and_keep_the_classes_balanced(tmp_path):
+    """--subset shrinks the training set only; --test-subset the test set; both, and the
+    validation split, take as many images of each class as there are (counts differ by <= 1)."""
+    write_official(tmp_path, n_train=3000, n_test=1000, balanced=True)
+    whole = data.load_splits("cifar100", tmp_path, download=False)
+    s = data.load_splits("cifar100", tmp_path, subset=250, val_split=100, download=False)
+    assert torch.equal(s["test"][1], whole["test"][1])  # the test split stays whole
+    counts = torch.bincount(torch.cat([s["train"][1], s["val"][1]]), minlength=100)
+    assert len(s["train"][1]) == 150 and counts.min() == 2 and counts.max() == 3
+    assert torch.bincount(s["val"][1], minlength=100).max() == 1
+    assert s["sizes"] == "train 150 of 3,000 (1-2 per class), val 100, test 1,000 of 1,000"
+    t = data.load_splits("cifar100", tmp_path, subset=2000, test_subset=500, download=False)
+    assert torch.bincount(t["test"][1], minlength=100).tolist() == [5] * 100
+    assert torch.bincount(t["train"][1], minlength=100).tolist() == [20] * 100
+    rows = {tuple(r) for r in whole["test"][0].flatten(1).tolist()}  # real test images
+    assert all(tuple(r) in rows for r in t["test"][0].flatten(1).tolist())
+    for flag, kwargs in (("--subset 3001", {"subset": 3001}),
+                         ("--test-subset -1", {"test_subset": -1})):
+        with pytest.raises(data.DataError, match=re.escape(flag)):
+            data.load_splits("cifar100", tmp_path, download=False, **kwargs)
+
+
+def test_synthetic_split_sizes_names_and_objects():
+    s = data.load_splits("synthetic", subset=200, test_subset=300, masks=True)
+    assert s["sizes"] == "train 200 of 50,000 (2 per class), test 300 of 10,000"
+    assert torch.bincount(s["test"][1], minlength=100).tolist() == [3] * 100
+    fine, coarse = data.class_names("synthetic")
+    assert fine[data.FINE_NAMES.index("apple")] == "diag-stripes 5px / disk"
+    assert coarse[data.FINE_TO_COARSE[0]] == "diag-stripes 5px" and len(set(fine)) == 100
+    assert data.class_names("cifar100") == (data.FINE_NAMES, data.COARSE_NAMES)
+    masks = s["test_masks"]  # each object's pixels: about a disk of radius 7.5-10 px, centred
+    area = masks.flatten(1).float().mean(1)
+    assert masks.shape == (300, 32, 32) and 0.1 < area.min() and area.max() < 0.4
+    assert masks[:, 12:20, 12:20].float().mean() > 0.5
 
 
 @pytest.mark.parametrize("override, message", [

@@ -24,8 +24,9 @@ PROBE = REPO / "tests" / "probe.py"
 # 3 steps an epoch on the CPU, 40 on the GPU (a step takes milliseconds there): the Ctrl-C sent
 # at epoch 2's first progress line (after its first step) lands inside the epoch. CUDA needs
 # --deterministic for bit-exact kernels; the CPU's are already, and 4x slower with the flag.
-SIZES = {"cpu": ["--subset", "30", "--batch-size", "10"],
-         "cuda": ["--subset", "1280", "--batch-size", "32", "--deterministic"]}
+SIZES = {"cpu": ["--subset", "30", "--test-subset", "20", "--batch-size", "10"],
+         "cuda": ["--subset", "1280", "--test-subset", "500", "--batch-size", "32",
+                  "--deterministic"]}
 DEVICES = [pytest.param("cpu", marks=pytest.mark.slow),  # 3 torchrun launches: ~1 min on 2 cores
            pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
                not torch.cuda.is_available(), reason="no CUDA GPU visible")])]

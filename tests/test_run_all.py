@@ -1,5 +1,5 @@
-"""run_all.sh end to end at a toy size (20 synthetic images, 2 held out for validation, 1 epoch
-of one step; the parity runs: 2 steps of 9).
+"""run_all.sh end to end at a toy size (20 synthetic training images, 2 held out for validation
+to choose best.pt on, 1 epoch of one step, 100 test images; the parity runs: 2 steps of 9).
 
 Three runs into one results dir serve most tests (each model is trained once, to keep the file
 near two minutes on 2 cores): run 1 injects a bad flag into the baseline, which fails at once,
@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["resnet18", "resnet34", "se_res_inception", "baseline"]
 # one step of 18 images (not 5 steps: resnet34's OneCycle divides by zero when 20 % of them is
-# 1); the synthetic test split is 100 images whatever the subset
+# 1); the test split: quick mode's --test-subset 100, one image a class
 TINY = {"QUICK": "1", "SUBSET": "20", "EPOCHS": "1", "BATCH_SIZE": "18", "INFER_BATCH": "25",
         "WORKERS": "1", "DEVICE": "cpu", "EXTRAS": "0", "PARITY_SUBSET": "20",
         "PARITY_EPOCHS": "1", "PARITY_BATCH_SIZE": "9"}
@@ -139,6 +139,11 @@ def test_table_json_and_figure_hold_every_model(runs):
         assert by_model["resnet18"][key] == by_model["baseline"][key]
     assert by_model["resnet18"]["params"] == 11_220_132
 
+    for run in [*results.glob("runs/*/seed0"), *results.glob("parity/*/seed0")]:
+        args = json.loads((run / "args.json").read_text())  # what each train.py was given
+        assert (args["test_subset"], args["val_split"]) == (100, 2), run
+        assert (run / "best.pt").is_file(), run  # chosen on those 2 held-out images
+
     parity = second["json"]["parity"]
     assert parity["optimizer_steps"] == 2 and parity["steps_equal"]
     for c in parity["comparisons"]:
@@ -157,6 +162,8 @@ def test_unknown_model_and_bad_seeds_are_refused_before_anything_runs(tmp_path):
     assert "error: unknown model 'resnet99'" in r.stderr and "resnet18" in r.stderr
     r = run_all(tmp_path, "--seeds", "two")
     assert r.returncode == 2 and "error: --seeds must be a whole number, not 'two'" in r.stderr
+    r = run_all(tmp_path, "--test-subset", "-5")
+    assert r.returncode == 2 and "error: --test-subset must be a whole number" in r.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -169,8 +176,8 @@ def test_gpu_throughput_dry_run_on_the_cpu(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "RESULTS": str(tmp_path),
            "TORCH_COMPILE_DISABLE": "1", "WORKERS": "1"}
     r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--gpu-throughput", "--device", "cpu",
-                        "--subset", "20", "--batch-size", "10", "--infer-batch", "50",
-                        "--models", "resnet18"], env=env, cwd=ROOT,
+                        "--subset", "20", "--test-subset", "100", "--batch-size", "10",
+                        "--infer-batch", "50", "--models", "resnet18"], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     summary = json.loads((tmp_path / "gpu-throughput" / "throughput.json").read_text())
@@ -182,6 +189,7 @@ def test_gpu_throughput_dry_run_on_the_cpu(tmp_path):
         run = tmp_path / "gpu-throughput" / mode / "runs" / "resnet18" / "seed0"
         args = json.loads((run / "args.json").read_text())
         assert (args["epochs"], args["val_split"], args["compile"]) == (2, 0, mode == "compile")
+        assert args["test_subset"] == 100 and not (run / "best.pt").exists()  # no val split
         assert not (run / "eval").exists() and not (run / "gradcam").exists()  # no extras
     md = (tmp_path / "gpu-throughput" / "throughput.md").read_text()
     assert "| resnet18 | compile |" in md and "a dry run" in md

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "se_res_inception"
 sys.path.insert(0, str(ROOT))
-from common.data import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE  # noqa: E402
-from common.metrics import superclass_accuracy  # noqa: E402
+from common.data import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, class_names  # noqa: E402
+from common.report import superclass_accuracy  # noqa: E402
 from conftest import run_many  # noqa: E402
 
 
@@ -224,7 +224,7 @@ def test_gradcam_finds_the_last_inception_block():
     for name, m in (("conv", nn.Conv2d(3, 4, 3)), ("features", nn.Conv2d(4, 4, 3)),
                     ("pool", nn.AdaptiveAvgPool2d(1)), ("fc", nn.Flatten())):
         plain.add_module(name, m)
-    assert gc.auto_layer(plain) == "pool"  # the seed's fallback: the second-to-last module
+    assert gc.auto_layer(plain) == "pool"  # the source project's fallback: the next-to-last module
 
 
 # The full network costs 2 GMACs per image (a few img/s on a 2-core CPU), so the CLI runs below
@@ -266,16 +266,17 @@ def run(script, *args, ok=True):
 
 def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     out = tmp_path / "run"
-    log = run_narrow(("train.py", "--dataset", "synthetic", "--subset", 100, "--batch-size", 50,
-                      "--epochs", 1, "--device", "cpu", "--progress-every", 1000, "--out-dir", out))
+    log = run_narrow(("train.py", "--dataset", "synthetic", "--subset", 120, "--val-split", 20,
+                      "--test-subset", 100, "--batch-size", 50, "--epochs", 1, "--device", "cpu",
+                      "--progress-every", 1000, "--out-dir", out))
     assert "done:" in log
     for f in ("last.pt", "best.pt", "metrics.npz", "metrics.csv", "args.json",
-              "training_curves.png"):
+              "training_curves.png"):  # best.pt: chosen on the 20 held-out images
         assert (out / f).is_file(), f
-    ckpt = torch.load(out / "best.pt", weights_only=True)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["arch"] == "se_res_inception"
     assert ckpt["model_args"] == {"num_classes": 100, "dropout": 0.4, "block_dropout": 0.2,
-                                  "drop_path": 0.2}  # the seed's Config and model defaults
+                                  "drop_path": 0.2}  # the source project's Config, model defaults
     args = json.loads((out / "args.json").read_text())
     assert (args["optimizer"], args["lr"], args["weight_decay"], args["scheduler"]) == (
         "adamw", 1e-3, 5e-4, "cosine")
@@ -284,13 +285,13 @@ def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     assert (args["rotate"], args["erase_p"], args["jitter"]) == (0.0, 0.0, [0.0] * 4)
     torch.save(ckpt["model"], tmp_path / "bare.pt")  # a bare state dict: default factory args
 
-    best = ("--checkpoint", out / "best.pt", "--device", "cpu")
-    log = run_narrow(("evaluate.py", *best),
-                     ("evaluate_superclass.py", *best),
+    last = ("--checkpoint", out / "last.pt", "--device", "cpu")  # its 100 test images
+    log = run_narrow(("evaluate.py", *last),
+                     ("evaluate_superclass.py", *last),
                      ("evaluate_superclass.py", "--checkpoint", tmp_path / "bare.pt",
-                      "--dataset", "synthetic", "--subset", 100, "--device", "cpu",
+                      "--dataset", "synthetic", "--test-subset", 100, "--device", "cpu",
                       "--out-dir", tmp_path / "bare"),
-                     ("gradcam.py", *best, "--num", 4),
+                     ("gradcam.py", *last, "--num", 4, "--pointing", 0),
                      ("env_val.py", "--skip-compile", "--device", "cpu"))
     report = json.loads((out / "eval" / "report.json").read_text())
     assert "superclass top-1" in log
@@ -298,6 +299,7 @@ def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     assert (out / "superclass" / "superclass_confusion.png").is_file()
     assert sc["fine_top1"] == pytest.approx(report["top1"])  # the same predictions
     assert sc["superclass_top1"] >= sc["fine_top1"]
+    assert sc["superclass_names"] == class_names("synthetic")[1]  # "h-stripes 5px", ...
     assert len(sc["confusion_row_normalized"]) == 20
     rows = torch.tensor(sc["confusion_counts"]).sum(1)
     assert int(rows.sum()) == sc["images"] == 100
@@ -309,6 +311,7 @@ def test_cli_train_evaluate_superclass_gradcam_plot(tmp_path):
     (out / "training_curves.png").unlink()
     log = run("plot_metrics.py", "--run-dir", out)
     assert "1 epochs" in log and (out / "training_curves.png").is_file()
+    assert "best.pt: epoch 1, chosen on val top-1" in log
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -325,7 +328,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_model_summary(capsys):
-    """What `python se_res_inception/model.py` prints: the seed's get_model_summary()."""
+    """What `python se_res_inception/model.py` prints: the source project's get_model_summary()."""
     n, macs = M.get_model_summary()
     log = capsys.readouterr().out
     assert n == 8_955_631 and 1.9e9 < macs < 2.1e9
