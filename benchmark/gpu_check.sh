@@ -27,8 +27,9 @@
 #   compiled, >= 3x the plain loop's img/s.
 #
 # Estimated time on one H100 (no GPU has been lent yet: estimates, not measurements). A process
-# costs ~5 s before its first step: Python + torch (3.5 s on this repo's 2-core CI VM, less on
-# the device's 16 cores), CUDA and cuDNN start-up (~1-2 s), the 60,000 synthetic images (1.6 s).
+# costs ~5 s before its first step (~7 s with the full data set): Python + torch (2.4 s of CPU
+# time on this repo's 2-core VM), CUDA and cuDNN start-up (~1-2 s), and the 60,000 synthetic
+# images of a full-size run (4.0 s of CPU time on one core here; 1-2 s on the device's 16).
 # Epochs are short: resnet18 is 1.11 GFLOPs per 32x32 image forward (0.56 G multiply-adds,
 # torch.utils.flop_counter), ~3x that to train, so 167 TFLOP an epoch of 50,000 images; at
 # 15-40 % of the H100's 989 TFLOP/s dense bf16 peak, 0.4-1.1 s. resnet34 (enhanced, 2.92
@@ -46,18 +47,19 @@
 #     Ctrl-C + --resume, --deterministic                        3 processes    24 s
 #     host syncs per step, 20 vs 60 steps                       2 processes    16 s
 #     (beside them: forced DDP, 3 torchrun launches            3 x 10 s      30 s)
-#   throughput                                                                ~3.0 min
-#     resnet18 eager, 3 epochs + measure.py                    5 + 6 + 4 s   15 s
+#   throughput                                                                ~3.1 min
+#     resnet18 eager, 3 epochs + measure.py                    7 + 4 + 4 s   15 s
 #     resnet18 --compile: augmentation ~10 s, training graph
 #       40-60 s, evaluation graph ~15 s; 3 epochs; measure.py                100 s
-#     resnet34 eager, 1 epoch + measure.py                     5 + 5 + 4 s   14 s
-#     se_res_inception eager, 1 epoch + measure.py             5 + 10 + 4 s  19 s
+#     resnet34 eager, 1 epoch + measure.py                     7 + 5 + 4 s   16 s
+#     se_res_inception eager, 1 epoch + measure.py             7 + 10 + 4 s  21 s
 #     plain loop, 2 epochs of per-image PIL transforms in 2
 #       worker processes (4,700 img/s each on one core of the
 #       CI VM: 3-5 s an epoch) + evaluation + measure.py                     29 s
-#   both parts                                                                ~6.3 min
+#   both parts                                                                ~6.4 min
 # Each part also stops itself after PART_LIMIT seconds (default 480), so that a 10-minute device
-# call always gets its files back: what did not finish is reported as failed.
+# call always gets its files back, and a throughput run after ~3x its estimate, so that a hung
+# one leaves time for the next: what did not finish is reported as failed.
 #
 # $OUT receives 6 files at most: summary.txt (written first: the machine, then one line per
 # check as it ends -- met / NOT met / failed / skipped, with its figure), correctness.log,
@@ -65,47 +67,55 @@
 # compile caches and pytest's temporary files go to a scratch directory (mktemp -d), removed
 # at the end. PYTHON (default: python, else python3) is the interpreter.
 set -uo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DEVICE=cuda
-PART=both
-COMMAND="bash benchmark/gpu_check.sh $*"
-while (($#)); do
-  case $1 in
-    --device) DEVICE=${2:?--device needs cuda or cpu}; shift ;;
-    --part) PART=${2:?--part needs correctness, throughput or both}; shift ;;
-    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the header above
-    *) echo "error: unknown option $1 (see bash benchmark/gpu_check.sh --help)" >&2; exit 2 ;;
-  esac
-  shift
-done
-[[ $DEVICE == cuda || $DEVICE == cpu ]] || { echo "error: --device cuda or cpu" >&2; exit 2; }
-[[ $PART =~ ^(correctness|throughput|both)$ ]] \
-  || { echo "error: --part correctness, throughput or both, not '$PART'" >&2; exit 2; }
-PYTHON=${PYTHON:-$(command -v python || command -v python3)}
-OUT=${OUT:-$ROOT/results/gpu-check}
-PART_LIMIT=${PART_LIMIT:-480}  # seconds
-mkdir -p "$OUT" || exit 1
-SCRATCH=$(mktemp -d) || exit 1
-trap 'rm -rf "$SCRATCH"' EXIT
-# every compilation starts cold (the estimates above are cold) and leaves nothing behind; so
-# do the temporary files of everything run here (torchrun's among them)
-export TORCHINDUCTOR_CACHE_DIR=$SCRATCH/inductor TRITON_CACHE_DIR=$SCRATCH/triton
-export TMPDIR=$SCRATCH/tmp
-mkdir -p "$TMPDIR" || exit 1
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-if [[ $DEVICE == cpu ]]; then
-  # the dry run checks the plumbing, not speed: --compile still travels through every step, but
-  # compiling on a CPU takes minutes, so torch.compile is off; the CUDA tests run on the CPU
-  export TORCH_COMPILE_DISABLE=1 GPU_CHECK_DEVICE=cpu
-fi
-SUMMARY=$OUT/summary.txt
-status=0
+# Everything below is in functions and the last line runs main, so that editing this file while
+# it runs cannot derail the run (bash reads a script as it goes).
+
+parse_args() {
+  DEVICE=cuda PART=both
+  while (($#)); do
+    case $1 in
+      --device) DEVICE=${2:?--device needs cuda or cpu}; shift ;;
+      --part) PART=${2:?--part needs correctness, throughput or both}; shift ;;
+      -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;  # the header above
+      *) echo "error: unknown option $1 (see bash benchmark/gpu_check.sh --help)" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  [[ $DEVICE == cuda || $DEVICE == cpu ]] || { echo "error: --device cuda or cpu" >&2; exit 2; }
+  [[ $PART =~ ^(correctness|throughput|both)$ ]] \
+    || { echo "error: --part correctness, throughput or both, not '$PART'" >&2; exit 2; }
+}
+
+# set_up: $OUT, the scratch directory (removed at exit), the environment of every run
+set_up() {
+  PYTHON=${PYTHON:-$(command -v python || command -v python3)}
+  OUT=${OUT:-$ROOT/results/gpu-check}
+  PART_LIMIT=${PART_LIMIT:-480}  # seconds
+  mkdir -p "$OUT" || exit 1
+  SCRATCH=$(mktemp -d) || exit 1
+  trap 'rm -rf "$SCRATCH"' EXIT
+  # every compilation starts cold (the estimates above are cold) and leaves nothing behind; so
+  # do the temporary files of everything run here (torchrun's among them). Keep $SCRATCH short:
+  # DataLoader workers put a socket in TMPDIR, and a socket path over 107 characters hangs them
+  export TORCHINDUCTOR_CACHE_DIR=$SCRATCH/inductor TRITON_CACHE_DIR=$SCRATCH/triton
+  export TMPDIR=$SCRATCH/tmp
+  mkdir -p "$TMPDIR" || exit 1
+  export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+  if [[ $DEVICE == cpu ]]; then
+    # the dry run checks the plumbing, not speed: --compile still travels through every step,
+    # but compiling on a CPU takes minutes, so torch.compile is off; the CUDA tests run on
+    # the CPU
+    export TORCH_COMPILE_DISABLE=1 GPU_CHECK_DEVICE=cpu
+  fi
+  SUMMARY=$OUT/summary.txt
+}
+
 say() { echo "$*" | tee -a "$SUMMARY"; }
 stamp() { say "== $(date -u +%H:%M:%S) $*"; }
 
-# summary.txt first: what ran where
-: >"$SUMMARY"
-"$PYTHON" - "$COMMAND" <<'EOF' | tee -a "$SUMMARY"
+# machine: summary.txt's first lines, what ran where
+machine() {
+  "$PYTHON" - "$COMMAND" <<'EOF' | tee "$SUMMARY"
 import platform, sys, time
 import torch
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA GPU"
@@ -113,6 +123,7 @@ print(f"machine: {gpu} | torch {torch.__version__} | CUDA {torch.version.cuda} |
       f"python {platform.python_version()} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 print(f"command: {sys.argv[1]}")
 EOF
+}
 
 # check_lines JUNIT_XML: one summary line per test -- met (passed), NOT met (an assertion
 # failed), failed (an error), skipped -- with the figure a test records and its seconds
@@ -172,13 +183,16 @@ correctness() {
   say "correctness: $((SECONDS - t0)) s"
 }
 
-# throughput_run NAME MODEL SCRIPT FLAGS...: train into $SCRATCH/runs/NAME (NAME: model-mode),
-# then measure it; a failure leaves the reason in the run's `failed` file, for report.py
+# throughput_run NAME MODEL CAP SCRIPT FLAGS...: train into $SCRATCH/runs/NAME (NAME:
+# model-mode), then measure it; a failure leaves the reason in the run's `failed` file, for
+# report.py. CAP: seconds the run may take on the GPU (~3x its estimate: a hung run must not
+# eat the next ones' time); the dry run has only the part's limit
 throughput_run() {
-  local name=$1 model=$2 script=$3 dir=$SCRATCH/runs/$1 t0=$SECONDS left rc
-  shift 3
+  local name=$1 model=$2 cap=$3 script=$4 dir=$SCRATCH/runs/$1 t0=$SECONDS left rc
+  shift 4
   mkdir -p "$dir"
   left=$((DEADLINE - SECONDS))
+  [[ $DEVICE == cuda ]] && ((cap < left)) && left=$cap
   if ((left < 15)); then
     echo "not run (the part's PART_LIMIT of $PART_LIMIT s was spent)" >"$dir/failed"
     say "$name: not run (PART_LIMIT)"
@@ -195,7 +209,7 @@ throughput_run() {
     rc=$?
     ((rc == 0)) || echo "failed: measure.py exit $rc" >"$dir/failed"
   elif ((rc == 124 || rc == 137)); then
-    echo "failed: timed out after $left s (PART_LIMIT)" >"$dir/failed"
+    echo "failed: timed out after $left s" >"$dir/failed"
   else
     echo "failed: $script exit $rc" >"$dir/failed"
   fi
@@ -206,7 +220,7 @@ throughput_run() {
 throughput() {
   local t0=$SECONDS flags base
   DEADLINE=$((SECONDS + PART_LIMIT))
-  stamp "throughput (estimated ~3.0 min on one H100)"
+  stamp "throughput (estimated ~3.1 min on one H100)"
   : >"$OUT/throughput.log"
   flags=(--dataset synthetic --device "$DEVICE" --progress-every 1000)
   base=(--dataset synthetic --device "$DEVICE")
@@ -215,19 +229,30 @@ throughput() {
     base+=(--subset 20 --test-subset 20 --batch-size 10 --workers 1)
   fi
   # fastest first, so a part cut short still has figures; the compiled run last
-  throughput_run resnet18-eager resnet18 resnet18/train.py "${flags[@]}" --epochs 3
-  throughput_run baseline-eager baseline benchmark/baseline.py "${base[@]}" --epochs 2
-  throughput_run resnet34-eager resnet34 resnet34/train.py "${flags[@]}" --epochs 1
-  throughput_run se_res_inception-eager se_res_inception se_res_inception/train.py \
+  throughput_run resnet18-eager resnet18 60 resnet18/train.py "${flags[@]}" --epochs 3
+  throughput_run baseline-eager baseline 90 benchmark/baseline.py "${base[@]}" --epochs 2
+  throughput_run resnet34-eager resnet34 60 resnet34/train.py "${flags[@]}" --epochs 1
+  throughput_run se_res_inception-eager se_res_inception 90 se_res_inception/train.py \
     "${flags[@]}" --epochs 1
-  throughput_run resnet18-compile resnet18 resnet18/train.py "${flags[@]}" --epochs 3 --compile
+  throughput_run resnet18-compile resnet18 300 resnet18/train.py "${flags[@]}" --epochs 3 \
+    --compile
   "$PYTHON" "$ROOT/benchmark/report.py" --throughput "$SCRATCH/runs" --throughput-out "$OUT" \
     --command "$COMMAND" >>"$SCRATCH/report.txt" 2>&1 || status=1
   tee -a "$SUMMARY" <"$SCRATCH/report.txt"  # a target NOT met is a finding, not a failure
   say "throughput: $((SECONDS - t0)) s"
 }
 
-[[ $PART == correctness || $PART == both ]] && correctness
-[[ $PART == throughput || $PART == both ]] && throughput
-stamp "done (exit $status); $(ls "$OUT" | wc -l) files in $OUT"
-exit $status
+main() {
+  ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  COMMAND="bash benchmark/gpu_check.sh $*"
+  status=0
+  parse_args "$@"
+  set_up
+  machine  # summary.txt first
+  [[ $PART == correctness || $PART == both ]] && correctness
+  [[ $PART == throughput || $PART == both ]] && throughput
+  stamp "done (exit $status); $(ls "$OUT" | wc -l) files in $OUT"
+  return $status
+}
+
+main "$@"; exit

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,18 +243,22 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     CPU (GPU_CHECK_DEVICE=cpu), compilation is off, and every line of the summary is written,
     so the lent GPU's minutes are not lost to a typo. Everything big stays in the scratch
     directory, which is gone afterwards."""
-    (tmp_path / "tmp").mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="gc", dir="/tmp"))  # short: sockets live under it
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
-           "TMPDIR": str(tmp_path / "tmp")}
-    r = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--device", "cpu"], env=env,
-                       cwd=REPO, capture_output=True, text=True, timeout=1800)
+           "TMPDIR": str(tmp)}
+    try:
+        r = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--device", "cpu"], env=env,
+                           cwd=REPO, capture_output=True, text=True, timeout=1800)
+        left = list(tmp.iterdir())
+    finally:
+        shutil.rmtree(tmp)
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "out"
     assert sorted(f.name for f in out.iterdir()) == [
         "correctness.log", "ddp.log", "summary.txt", "throughput.json", "throughput.log",
         "throughput.md"]
     assert all(f.stat().st_size < 2**20 for f in out.iterdir())
-    assert not any((tmp_path / "tmp").iterdir())  # the scratch directory was removed
+    assert not left, left  # the scratch directory, and everything run's temporary files: gone
     summary = (out / "summary.txt").read_text()
     lines = summary.splitlines()
     assert lines[0].startswith("machine: no CUDA GPU | torch ")
