@@ -21,6 +21,9 @@ benchmark/baseline_model.py) and calling the factory that the checkpoint names a
   top-1 of best.pt and the split that picked it (val with --val-split, test with
   --select-on-test); a run with neither has no best.pt, and those figures are None.
 
+With --training-only (benchmark/gpu_check.sh) the second part is skipped: no data set, no
+inference, no top-1 re-count; only the parameters, FLOPs and the training figures.
+
     python benchmark/measure.py resnet18 --run-dir results/runs/resnet18/seed0
 """
 import importlib.util
@@ -68,6 +71,8 @@ parser.add_argument("model", help="the model folder whose model.py builds the ne
 parser.add_argument("--run-dir", required=True, help="what train.py / baseline.py wrote")
 parser.add_argument("--infer-batch", type=ranged(int, 1), default=500,
                     help="images per forward pass of the timed inference")
+parser.add_argument("--training-only", action="store_true",
+                    help="the training figures alone: no data, no inference, no re-count")
 
 
 def peak_tflops(gpu_name):
@@ -140,6 +145,47 @@ def main(args):
     dtype = runtime.amp_dtype(run.get("amp", "auto"), device)
     channels_last = (device.type == "cuda" if run.get("channels_last") is None
                      else run["channels_last"])
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    tflops = 3 * flops * result["train_img_s"] / 1e12
+    peak = peak_tflops(gpu)
+    result.update({
+        "device": str(device), "gpu": gpu, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "amp": str(dtype).replace("torch.", "") if dtype
+        else "off", "channels_last": channels_last, "compile": bool(run.get("compile")),
+        "dataset": run.get("dataset"), "batch_size": run.get("batch_size"),
+        "seed": run.get("seed"), "params": params, "flops_per_image": flops,
+        "train_tflops": tflops, "peak_tflops": peak,
+        "peak_share": tflops / peak if peak else None,
+        "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS"})
+    if not args.training_only:
+        result.update(inference_figures(module, arch, run_dir, model, ckpt, device, dtype,
+                                        channels_last, args.infer_batch))
+    write_json(result, run_dir / "measure.json")
+
+    print(f"{args.model} ({arch}): {params:,} parameters, {flops / 1e9:.3f} GFLOPs per image")
+    print(f"training, epoch {result['epochs']}: {result['train_img_s']:.1f} img/s "
+          f"({result['epoch_train_images']:,} images in {result['train_time_s']:.1f} s; "
+          f"{result['epoch_s']:.1f} s with evaluation, checkpoint {result['save_s']:.2f} s), "
+          f"{tflops:.3f} TFLOP/s"
+          + (f" = {100 * tflops / peak:.1f} % of the {gpu}'s {peak} bf16 peak" if peak else "")
+          + f"; peak memory {result['peak_memory_mb']:,.0f} MB")
+    if not args.training_only:
+        r = result
+        print(f"inference: {r['infer_img_s']:.1f} img/s ({r['test_images']} test images, "
+              f"batch {args.infer_batch})")
+        print(f"last.pt: top-1 {r['top1_check']:.2f}% (the run logged "
+              f"{r['final_test_top1']:.2f}%), superclass {r['superclass_top1']:.2f}%"
+              + (f"; best.pt (epoch {r['best_epoch']}, picked on {r['best_split']}): top-1 "
+                 f"{r['best_test_top1']:.2f}%" if r["best_epoch"] is not None else ""))
+    print(f"wrote {run_dir / 'measure.json'}")
+    return result
+
+
+def inference_figures(module, arch, run_dir, model, ckpt, device, dtype, channels_last,
+                      infer_batch):
+    """Inference img/s over the test split, last.pt's top-1 and superclass top-1 in float32,
+    best.pt's test top-1 and the split that picked it."""
+    run = ckpt["args"]
     normalize = Normalize(*stats_of(ckpt, (data.CIFAR100_MEAN, data.CIFAR100_STD)))
     to_input = ((lambda xb: normalize(xb).contiguous(memory_format=torch.channels_last))
                 if channels_last else normalize)
@@ -148,9 +194,9 @@ def main(args):
     splits = data.load_splits(**data_of(ckpt), subset=run.get("subset", 0),
                               val_split=run.get("val_split", 0))
     x, y = splits["test"]
-    probs, infer_ips = time_inference(model, x, to_input, device, args.infer_batch, dtype)
+    probs, infer_ips = time_inference(model, x, to_input, device, infer_batch, dtype)
     if dtype is not None:  # the accuracy figures in float32, as evaluate.py computes them
-        probs = predict(model, x, to_input, device, args.infer_batch)
+        probs = predict(model, x, to_input, device, infer_batch)
     pred = probs.argmax(1)
     top1 = 100 * (pred == y).double().mean().item()
     superclass = superclass_accuracy(pred, y, data.FINE_TO_COARSE)
@@ -161,43 +207,14 @@ def main(args):
         best_model = load_model(best_ckpt, getattr(module, arch), run_dir / "best.pt")
         best_top1 = top1  # the last epoch was the best: the same weights
         if best_ckpt["epoch"] != ckpt["epoch"]:
-            best_pred = predict(best_model.to(device), x, normalize, device, args.infer_batch)
+            best_pred = predict(best_model.to(device), x, normalize, device, infer_batch)
             best_top1 = 100 * (best_pred.argmax(1) == y).double().mean().item()
         best = {"best_epoch": best_ckpt["epoch"], "best_split": best_ckpt["best"]["split"],
                 "best_test_top1": best_top1}
-
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    tflops = 3 * flops * result["train_img_s"] / 1e12
-    peak = peak_tflops(gpu)
-    result.update({
-        "device": str(device), "gpu": gpu, "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "amp": str(dtype).replace("torch.", "") if dtype
-        else "off", "channels_last": channels_last, "compile": bool(run.get("compile")),
-        "dataset": run.get("dataset"), "batch_size": run.get("batch_size"),
-        "seed": run.get("seed"), "train_images": len(splits["train"][1]),
-        "val_images": len(splits["val"][1]) if splits["val"] is not None else 0,
-        "test_images": len(y), "params": params, "flops_per_image": flops,
-        "train_tflops": tflops, "peak_tflops": peak,
-        "peak_share": tflops / peak if peak else None,
-        "memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS",
-        "infer_img_s": infer_ips, "infer_batch": args.infer_batch, "top1_check": top1,
-        "superclass_top1": superclass, **best})
-    write_json(result, run_dir / "measure.json")
-
-    print(f"{args.model} ({arch}): {params:,} parameters, {flops / 1e9:.3f} GFLOPs per image")
-    print(f"training, epoch {result['epochs']}: {result['train_img_s']:.1f} img/s "
-          f"({result['epoch_train_images']:,} images in {result['train_time_s']:.1f} s; "
-          f"{result['epoch_s']:.1f} s with evaluation, checkpoint {result['save_s']:.2f} s), "
-          f"{tflops:.3f} TFLOP/s"
-          + (f" = {100 * tflops / peak:.1f} % of the {gpu}'s {peak} bf16 peak" if peak else "")
-          + f"; peak memory {result['peak_memory_mb']:,.0f} MB")
-    print(f"inference: {infer_ips:.1f} img/s ({len(y)} test images, batch {args.infer_batch})")
-    print(f"last.pt: top-1 {top1:.2f}% (the run logged {result['final_test_top1']:.2f}%), "
-          f"superclass {superclass:.2f}%"
-          + (f"; best.pt (epoch {best['best_epoch']}, picked on {best['best_split']}): top-1 "
-             f"{best['best_test_top1']:.2f}%" if best["best_epoch"] is not None else ""))
-    print(f"wrote {run_dir / 'measure.json'}")
-    return result
+    return {"train_images": len(splits["train"][1]),
+            "val_images": len(splits["val"][1]) if splits["val"] is not None else 0,
+            "test_images": len(y), "infer_img_s": infer_ips, "infer_batch": infer_batch,
+            "top1_check": top1, "superclass_top1": superclass, **best}
 
 
 if __name__ == "__main__":

@@ -12,8 +12,13 @@ SCENARIO
           (the repo's or torch's) made the host wait for the GPU, into OUT_DIR/syncs.json
           as {"file:line": count}
   steps   OUT_DIR/seen_rank0.pt's first batch (from `record`) through train_step on --device,
-          for every --amp x channels_last (x --compile if given): the first step's loss and the
-          loss after 3 steps, with the GradScaler's scale
+          for every --amp x channels_last, and with --compile once more compiled at the recipe's
+          bf16 + channels_last: the first step's loss and the losses of 2 more steps, with the
+          GradScaler's scale. The flags must switch every dropout off (the test's tolerance
+          measures precision, not dropout masks): refused otherwise
+  collectives  train.main (under torchrun with CIFAR100_FORCE_DDP=1) counting the calls that
+          reach torch.distributed, into OUT_DIR/collectives_rank<r>.json with the process
+          group's backend and size and the class (and device_ids) of the model train.py trains
 """
 import os
 import sys
@@ -72,28 +77,62 @@ elif scenario == "syncs":
 elif scenario == "steps":
     args = train.parse_args(argv)
     device = torch.device(args.device)
+    dropouts = {k: v for k, v in train.build_model(args)[1].items() if "drop" in k}
+    if any(dropouts.values()):
+        raise SystemExit(f"steps: switch dropout off ({dropouts}): its masks would differ "
+                         "between the CPU run and this one")
     x, target, _ = torch.load(out / "seen_rank0.pt")[0]
+    cases = [(amp, channels_last, False) for amp in ("off", "bf16", "fp16")
+             for channels_last in (False, True)]
+    cases += [("bf16", True, True)] if args.compile else []  # the recipe's, compiled
     results = []
-    for amp in ("off", "bf16", "fp16"):
-        for channels_last in (False, True):
-            for compiled in (False, True) if args.compile else (False,):
-                torch.manual_seed(args.seed)  # the initial weights of the recorded CPU run
-                model = train.build_model(args)[0].to(device)
-                if channels_last:
-                    model = model.to(memory_format=torch.channels_last)
-                run_model = torch.compile(model) if compiled else model
-                optimizer = train.runtime.build_optimizer(args, model.parameters())
-                dtype = train.runtime.amp_dtype(amp, device)
-                scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-                xd = x.to(device)
-                if channels_last:
-                    xd = xd.contiguous(memory_format=torch.channels_last)
-                model.train()
-                losses = [float(train.train_step(run_model, xd, target.to(device), optimizer,
-                                                 scaler, dtype, args.label_smoothing,
-                                                 args.clip_grad)[0]) for _ in range(3)]
-                results.append({"amp": amp, "channels_last": channels_last,
-                                "compile": compiled, "losses": losses,
-                                "scale": scaler.get_scale() if scaler.is_enabled() else None})
+    for amp, channels_last, compiled in cases:
+        torch.manual_seed(args.seed)  # the initial weights of the recorded CPU run
+        model = train.build_model(args)[0].to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        run_model = torch.compile(model) if compiled else model
+        optimizer = train.runtime.build_optimizer(args, model.parameters(), device)  # as train.py
+        dtype = train.runtime.amp_dtype(amp, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        xd = x.to(device)
+        if channels_last:
+            xd = xd.contiguous(memory_format=torch.channels_last)
+        model.train()
+        losses = [float(train.train_step(run_model, xd, target.to(device), optimizer, scaler,
+                                         dtype, args.label_smoothing, args.clip_grad)[0])
+                  for _ in range(3)]
+        results.append({"amp": amp, "channels_last": channels_last, "compile": compiled,
+                        "losses": losses,
+                        "scale": scaler.get_scale() if scaler.is_enabled() else None})
     torch.save(results, out / f"steps_{device.type}.pt")
+elif scenario == "collectives":
+    import collections
+    import json
+    import torch.distributed as dist
+    calls = collections.Counter()
+
+    def counting(name):
+        real = getattr(dist, name)
+
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+    # common/distributed.py calls them as dist.<name>, looked up at each call
+    for name in ("all_reduce", "broadcast", "all_gather_object", "barrier"):
+        setattr(dist, name, counting(name))
+    wrapped, real_data_parallel = {}, train.distributed.data_parallel
+
+    def recording_data_parallel(model, device, sync_bn=False):
+        run_model = real_data_parallel(model, device, sync_bn)
+        wrapped.update(cls=type(run_model).__name__,
+                       device_ids=getattr(run_model, "device_ids", None))
+        return run_model
+    train.distributed.data_parallel = recording_data_parallel
+    train.main(train.parse_args(argv))
+    on = dist.is_available() and dist.is_initialized()
+    (out / f"collectives_rank{rank}.json").write_text(json.dumps({
+        "backend": dist.get_backend() if on else None, "world": dist.get_world_size() if on
+        else None, "model": wrapped, "calls": dict(calls)}))
 train.distributed.close()

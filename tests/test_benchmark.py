@@ -1,9 +1,16 @@
 """The benchmark's parts: the baseline's recipe against resnet18's, the GPU peak table,
-measure.py's reading of epoch rows, report.py's means over seeds and its parity ratio (on run
-directories made up here), that no benchmark file imports a script, and (slow) one tiny baseline
-run each way, with and without a validation split, measured by measure.py."""
+measure.py's reading of epoch rows, report.py's means over seeds, its parity ratio and its
+throughput targets (on run directories made up here), that no benchmark file imports a script,
+benchmark/gpu_check.sh's options, and (slow) one tiny baseline run each way, with and without a
+validation split, measured by measure.py, and gpu_check.sh's dry run on the CPU."""
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,16 +177,107 @@ def test_no_benchmark_file_imports_a_script():
             assert "model" in target, f"{path.name}: {target}"
 
 
-def test_throughput_targets_take_each_models_faster_mode(report):
-    row = lambda model, mode, img_s, epoch_s, tflops: {  # noqa: E731
-        "model": model, "mode": mode, "train_img_s": img_s, "epoch_s": epoch_s,
-        "train_tflops": tflops}
-    lines = report.throughput_targets([
-        row("resnet18", "eager", 20_000, 3.0, 60.0), row("resnet18", "compile", 30_000, 1.9, 90.0),
-        row("baseline", "eager", 16_000, 4.0, 50.0), row("resnet34", "compile", 9_000, 6.0, 50.0),
-        row("se_res_inception", "eager", 3_000, 20.0, 40.0)])
+def throughput_run(dir, epoch_s, img_s, tflops=100.0, failed=None):
+    """A run directory as benchmark/gpu_check.sh leaves it: measure.json, or `failed`."""
+    dir.mkdir(parents=True)
+    if failed:
+        (dir / "failed").write_text(failed + "\n")
+        return
+    (dir / "measure.json").write_text(json.dumps({
+        "epoch_s": epoch_s, "train_time_s": 0.8 * epoch_s, "save_s": 0.05, "train_img_s": img_s,
+        "batch_size": 512, "amp": "bfloat16", "epochs": 2, "peak_memory_mb": 4000.0,
+        "train_tflops": tflops, "peak_tflops": 989, "peak_share": tflops / 989,
+        "gpu": "NVIDIA H100 80GB HBM3", "torch": "2.x", "device": "cuda"}))
+
+
+def test_throughput_targets_say_met_not_met_or_failed(report, tmp_path):
+    """resnet18 against 1.0 s / epoch eager, 0.6 s compiled, 3x the plain loop's img/s; a run
+    that failed says why, and its targets say failed."""
+    throughput_run(tmp_path / "runs" / "resnet18-eager", 0.9, 60_000)
+    throughput_run(tmp_path / "runs" / "resnet18-compile", 0.7, 80_000)
+    throughput_run(tmp_path / "runs" / "baseline-eager", 4.0, 25_000)
+    throughput_run(tmp_path / "runs" / "resnet34-eager", 0, 0, failed="failed: timed out")
+    lines = report.throughput_summary(tmp_path / "runs", "cmd", tmp_path / "out")
     assert lines == [
-        "resnet18 (compile): 1.90 s / epoch, so 150 epochs take 4.8 min; target <= 2.0 s: met",
-        "resnet18 / baseline img/s: 1.88x; target >= 2x: NOT met",
-        "resnet34 TFLOP/s / resnet18's: 0.56; target >= 0.5: met",
-        "se_res_inception TFLOP/s / resnet18's: 0.44; target >= 0.5: NOT met"]
+        "resnet18 (eager): 0.90 s / epoch, so 150 epochs take 2.2 min (training phase 0.72 s); "
+        "target <= 1.0 s: met",
+        "resnet18 (eager) / plain loop img/s: 60,000 / 25,000 = 2.40x; target >= 3x: NOT met",
+        "resnet18 (compile): 0.70 s / epoch, so 150 epochs take 1.8 min (training phase "
+        "0.56 s); target <= 0.6 s: NOT met",
+        "resnet18 (compile) / plain loop img/s: 80,000 / 25,000 = 3.20x; target >= 3x: met"]
+    md = (tmp_path / "out" / "throughput.md").read_text()
+    assert "| resnet34 | eager | **failed: timed out** |" in md
+    assert "| resnet18 | compile | 512 | bfloat16 | 2 | 0.56 | 0.70 | 0.05 | 80,000 |" in md
+    rows = json.loads((tmp_path / "out" / "throughput.json").read_text())["rows"]
+    assert [(r["model"], r["mode"], r.get("vs_plain_loop")) for r in rows] == [
+        ("resnet18", "eager", 2.4), ("resnet18", "compile", 3.2), ("resnet34", "eager", None),
+        ("baseline", "eager", 1.0)]
+    shutil.rmtree(tmp_path / "runs" / "baseline-eager")
+    assert report.throughput_targets(report.throughput_rows(tmp_path / "runs"), "NVIDIA L4")[
+        1:] == ["resnet18 (eager) / plain loop img/s: the plain loop not run; target >= 3x: "
+                "failed", "resnet18 (compile): 0.70 s / epoch, so 150 epochs take 1.8 min "
+                "(training phase 0.56 s); target <= 0.6 s: NOT met", "resnet18 (compile) / "
+                "plain loop img/s: the plain loop not run; target >= 3x: failed",
+                "(the targets are for one H100; this ran on an NVIDIA L4)"]
+
+
+def test_gpu_check_refuses_bad_options_and_its_estimate_fits_the_lending():
+    """Before any device time is spent; and the header's estimate for both parts stays within
+    the 7 minutes the lent GPU's 15 (start-up included, two calls) leave for the check."""
+    script = str(BENCH / "gpu_check.sh")
+    r = subprocess.run(["bash", script, "--part", "speed"], capture_output=True, text=True)
+    assert r.returncode == 2 and "not 'speed'" in r.stderr
+    r = subprocess.run(["bash", script, "--only", "tests"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown option --only" in r.stderr
+    r = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)
+    estimates = dict(re.findall(r"#? *(correctness|throughput|both parts)\b.*?~(\d+\.\d) min",
+                                r.stdout))
+    assert float(estimates["both parts"]) <= 7.0, estimates
+    assert float(estimates["correctness"]) + float(estimates["throughput"]) == pytest.approx(
+        float(estimates["both parts"]), abs=0.05)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    """benchmark/gpu_check.sh --device cpu, both parts at toy sizes: the CUDA tests run on the
+    CPU (GPU_CHECK_DEVICE=cpu), compilation is off, and every line of the summary is written,
+    so the lent GPU's minutes are not lost to a typo. Everything big stays in the scratch
+    directory, which is gone afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix="gc", dir="/tmp"))  # short: sockets live under it
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+           "TMPDIR": str(tmp)}
+    try:
+        r = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--device", "cpu"], env=env,
+                           cwd=REPO, capture_output=True, text=True, timeout=1800)
+        left = list(tmp.iterdir())
+    finally:
+        shutil.rmtree(tmp)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "out"
+    assert sorted(f.name for f in out.iterdir()) == [
+        "correctness.log", "ddp.log", "summary.txt", "throughput.json", "throughput.log",
+        "throughput.md"]
+    assert all(f.stat().st_size < 2**20 for f in out.iterdir())
+    assert not left, left  # the scratch directory, and everything run's temporary files: gone
+    summary = (out / "summary.txt").read_text()
+    lines = summary.splitlines()
+    assert lines[0].startswith("machine: no CUDA GPU | torch ")
+    assert lines[1] == "command: bash benchmark/gpu_check.sh --device cpu"
+    for test in ("test_recipe_trains_on_the_device_and_writes_a_finite_run[resnet18]",
+                 "test_the_step_under_each_precision_and_layout_matches_cpu_fp32[resnet18]",
+                 "test_ctrl_c_and_resume_on_the_device_are_bit_exact_when_deterministic",
+                 "test_forced_ddp_on_one_rank_runs_the_collectives_and_resumes_bit_exact[cpu]"):
+        assert f"{test}: met" in summary, summary
+    assert re.search(r"matches_cpu_fp32\[resnet18\]: met .*relative difference off 0\.0", summary)
+    assert "test_the_loop_does_not_wait_for_the_gpu_every_step: skipped" in summary
+    for run in ("resnet18-eager", "baseline-eager", "resnet34-eager", "se_res_inception-eager",
+                "resnet18-compile"):
+        assert f"{run}: ok" in summary, summary
+    for mode, limit in (("eager", "1.0"), ("compile", "0.6")):
+        assert re.search(rf"resnet18 \({mode}\): \d+\.\d\d s / epoch, .*target <= {limit} s: "
+                         r"(met|NOT met)", summary), summary
+        assert re.search(rf"resnet18 \({mode}\) / plain loop img/s: .*x; target >= 3x: "
+                         r"(met|NOT met)", summary), summary
+    rows = json.loads((out / "throughput.json").read_text())["rows"]
+    assert len(rows) == 5 and all(x["status"] == "ok" and x["train_tflops"] > 0 for x in rows)
+    assert "done (exit 0)" in lines[-1]

@@ -194,23 +194,3 @@ def test_gpu_throughput_dry_run_on_the_cpu(tmp_path):
     md = (tmp_path / "gpu-throughput" / "throughput.md").read_text()
     assert "| resnet18 | compile |" in md and "a dry run" in md
     assert re.search(r"resnet18 \((eager|compile)\): \d+\.\d\d s / epoch, so 150 epochs", md)
-
-
-@pytest.mark.slow
-def test_gpu_check_dry_run_on_the_cpu(tmp_path):
-    """benchmark/gpu_check.sh --device cpu, one model: every section runs and reports (the CUDA
-    tests skip here), so the lent GPU's minutes are not lost to a typo in the script."""
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path), "MODELS": "resnet18"}
-    r = subprocess.run(["bash", str(ROOT / "benchmark" / "gpu_check.sh"), "--device", "cpu"],
-                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout + r.stderr
-    summary = (tmp_path / "summary.txt").read_text()
-    assert "command: bash benchmark/gpu_check.sh --device cpu --only tests,throughput,torchrun" \
-        in summary
-    assert re.search(r"\d+ (skipped|deselected)", summary), summary  # no GPU: the tests skip
-    assert "| resnet18 | eager |" in summary and "| resnet18 | compile |" in summary
-    assert re.search(r"torchrun / python: \d+\.\d+ per epoch", summary), summary
-    assert "done (exit 0)" in summary
-    r = subprocess.run(["bash", str(ROOT / "benchmark" / "gpu_check.sh"), "--only", "tests,speed"],
-                       env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "error: unknown section 'speed'" in r.stderr
