@@ -33,11 +33,16 @@ def load_model(ckpt, factory, path, ema=False, args_of_state=None, device="cpu")
         state = {k[7:]: v for k, v in ckpt["ema"].items() if k.startswith("module.")}
     model_args = ckpt.get("model_args") or (args_of_state(state) if args_of_state else {})
     model = factory(**model_args)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:  # torch lists every missing, unexpected and misshapen key
-        raise ValueError(f"{path} does not fit {arch}({model_args}): "
-                         f"{' '.join(str(e).split())[:400]}") from None
+    ours = model.state_dict()
+    differ = {"missing": [k for k in ours if k not in state],
+              "unexpected": [k for k in state if k not in ours],
+              "of another shape": [k for k in ours if k in state and
+                                   getattr(state[k], "shape", None) != ours[k].shape]}
+    if any(differ.values()):  # a few names of each kind, on one line
+        raise ValueError(f"{path} does not fit {arch}({model_args}): " + "; ".join(
+            f"{len(v)} {kind}: {', '.join(v[:3])}{' ...' * (len(v) > 3)}"
+            for kind, v in differ.items() if v))
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

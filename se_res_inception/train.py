@@ -200,7 +200,7 @@ def main(args):
         sys.stdout = open(os.devnull, "w")  # one writer: rank 0 alone prints, plots and saves
     dtype = runtime.amp_dtype(args.amp, device)
     channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
-    runtime.set_kernels(args.deterministic)  # cuDNN autotuning, unless --deterministic
+    runtime.set_kernels(args.deterministic, device)  # cuDNN autotuning, unless --deterministic
     out = Path(args.out_dir)
     if not args.resume and (out / "last.pt").exists():
         raise ValueError(f"{out} already holds a run: continue it with --resume, or start a new "
@@ -246,7 +246,7 @@ def main(args):
                          "(no --val-split); the final epoch is the run's result",
                          "test": "the epoch with the best TEST top-1 (--select-on-test): an "
                          "optimistic pick"}[select])
-    epoch_times, plotted, best, plotter = [], 0.0, state.best, metrics.Plotter()
+    epoch_times, plotted, best, plotter = [], time.time(), state.best, metrics.Plotter()
     with runtime.StopOnCtrlC("Ctrl-C: saving last.pt after this step (Ctrl-C again to abort)") \
             as stop, state:  # leaving `state` waits for the last checkpoint write
         for epoch in range(state.epoch, args.epochs):

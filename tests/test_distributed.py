@@ -128,7 +128,8 @@ def test_ctrl_c_under_torchrun_then_resume_is_bit_exact(tmp_path):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
     assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
                                                  b["optimizer"]["state"][0].values()))
-    rows = lambda ck: [{k: v for k, v in r.items() if "time" not in k and k != "peak_mem_mb"}  # noqa
+    rows = lambda ck: [{k: v for k, v in r.items()  # noqa: E731
+                        if "time" not in k and k != "peak_mem_mb"}
                        for r in ck["tracker"]["rows"]]
     assert str(rows(a)) == str(rows(b)) and b["epoch"] == 2
 
