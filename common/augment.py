@@ -1,9 +1,7 @@
 """The batched on-device augmentation (common/loader.py feeds it batches).
 
-Images live as uint8 tensors (N, 3, 32, 32) on the training device. Each batch is augmented in a
-few tensor ops with per-sample random parameters drawn on that device from a generator seeded by
-(seed, epoch, batch), so an epoch replays exactly after a resume, nothing is copied from the host
-per step, and no worker processes are needed on CPU, CUDA or MPS.
+Images stay uint8 (N, 3, 32, 32) on the device; per-sample parameters come from a generator there
+seeded by (seed, epoch, batch): exact replay after a resume, no host copies, no worker processes.
 """
 import math
 from dataclasses import dataclass
@@ -31,13 +29,11 @@ class Normalize:
 
 @dataclass
 class Augment:
-    """Per-sample random augmentation of a uint8 batch, in a handful of batched tensor ops.
-
-    Geometry (crop with zero padding, flip, rotation, shift, zoom) is one affine warp per image;
+    """Per-sample random augmentation of a uint8 batch, in a handful of batched tensor ops:
+    geometry (crop with zero padding, flip, rotation, shift, zoom) is one affine warp per image;
     colour jitter is torchvision's ColorJitter with each image's own factors; random erasing
     (Zhong et al. 2017, arXiv:1708.04896), coarse-dropout holes and Gaussian noise are masks.
-    `draw` takes the random numbers from the generator; `apply`, a pure function of (images,
-    numbers), is what `compile()` hands to torch.compile.
+    `draw` takes the generator's numbers; the pure `apply` is what `compile()` hands torch.compile.
     """
     normalize: Normalize             # the dataset's mean/std, applied after the colour ops
     pad: int = 4                     # random crop of the zero-padded image, px
@@ -66,8 +62,7 @@ class Augment:
         return self
 
     def draw(self, shape, g, dev):
-        """The random numbers for a batch of `shape` (B,3,H,W), in the order the generator has
-        always given them -> {name: (B, ...) tensor on dev}; U(0, 1) unless said otherwise."""
+        """-> {name: (B, ...) tensor on dev}, U(0, 1) unless said, in a never-changing order."""
         B = shape[0]
         rand = lambda *size: torch.rand(*size, generator=g, device=dev)  # noqa: E731
         p = {"ang": rand(B), "zoom": rand(B), "shift": rand(B, 2), "on": rand(B),
@@ -85,15 +80,13 @@ class Augment:
             p["size"] = torch.randint(lo, hi + 1, (B, self.holes, 2), generator=g, device=dev)
             p["top"] = rand(B, self.holes, 2)
         if self.erase_p:
-            for k in ("area", "aspect", "cy", "cx", "hit"):
-                p[k] = rand(B)
+            p.update({k: rand(B) for k in ("area", "aspect", "cy", "cx", "hit")})
         return p
 
     def apply(self, x, p, mean, std):
         """uint8 (B,3,H,W), draw's numbers, the normalization's (3,1,1) mean and std ->
         normalized float images. No generator: a pure function, traced whole by torch.compile."""
         B, _, H, W = x.shape
-        dev = x.device
         x = x.float().div_(255)
         # geometry: output pixel -> input pixel, in grid_sample's [-1, 1] coordinates
         ang = (p["ang"] * 2 - 1) * math.radians(self.rotate)
@@ -115,21 +108,19 @@ class Augment:
         if any(self.jitter):
             draws = iter(p[k] for k in ("bright", "contrast", "saturation", "hue") if k in p)
             x = self._jitter(x, lambda n: next(draws))
-        u = p["u"]
         if self.noise_p:
             sigma = self.noise_std[0] + p["std"] * (self.noise_std[1] - self.noise_std[0])
-            use = (u >= self.holes_p) & (u < self.holes_p + self.noise_p)
+            use = (p["u"] >= self.holes_p) & (p["u"] < self.holes_p + self.noise_p)
             x = (x + (use * sigma)[:, None, None, None] * p["noise"]).clamp_(0, 1)
         x = (x - mean) / std
-        keep = torch.ones(B, 1, H, W, device=dev)
+        keep = torch.ones(B, 1, H, W, device=x.device)
         if self.holes_p:
             size = p["size"]
             room = torch.stack([H - size[..., 0], W - size[..., 1]], -1) + 1
-            top = (p["top"] * room).floor()
-            c = top + size / 2  # whole pixels, the hole inside the image
+            c = (p["top"] * room).floor() + size / 2  # top: whole pixels, hole inside the image
             for k in range(self.holes):
                 keep *= ~_box(c[:, k, 0], c[:, k, 1], size[:, k, 0], size[:, k, 1], H, W)
-            keep = torch.where((u < self.holes_p)[:, None, None, None], keep, 1.0)
+            keep = torch.where((p["u"] < self.holes_p)[:, None, None, None], keep, 1.0)
         if self.erase_p:
             area = (0.02 + p["area"] * 0.31) * H * W
             aspect = torch.exp(math.log(0.3) + p["aspect"] * (math.log(3.3) - math.log(0.3)))
@@ -141,10 +132,9 @@ class Augment:
         return x * keep  # erased pixels become 0 after normalization: the dataset mean
 
     def _jitter(self, x, rand):
-        """torchvision's ColorJitter with its own factors per image, in one fixed order:
-        brightness, contrast, saturation, hue (torchvision draws the order at random per call).
-        Each step is torchvision's adjust_* and clamps to [0, 1] as it does. rand(B) gives
-        the next (B,) of U(0, 1)."""
+        """torchvision's ColorJitter with each image's own factors, in one fixed order: brightness,
+        contrast, saturation, hue (torchvision draws the order per call). Each step is torchvision's
+        adjust_* and clamps to [0, 1] as it does; rand(B) gives the next (B,) of U(0, 1)."""
         B = x.shape[0]
         b, c, s, h = self.jitter
         factor = lambda m: 1 + (rand(B) * 2 - 1)[:, None, None, None] * m  # noqa: E731
@@ -169,10 +159,8 @@ class Augment:
 
 def _box(cy, cx, h, w, H, W):
     """(B,1,H,W) bool mask of axis-aligned boxes centred at (cy, cx), clipped to the image."""
-    ys = torch.arange(H, device=cy.device) + 0.5
+    ys = torch.arange(H, device=cy.device) + 0.5  # pixel centres
     xs = torch.arange(W, device=cy.device) + 0.5
-    h = torch.as_tensor(h, device=cy.device, dtype=torch.float)
-    w = torch.as_tensor(w, device=cy.device, dtype=torch.float)
-    iny = ((ys - cy[:, None]).abs() < h.reshape(-1, 1) / 2)[:, :, None]
-    inx = ((xs - cx[:, None]).abs() < w.reshape(-1, 1) / 2)[:, None, :]
+    iny = ((ys - cy[:, None]).abs() < h[:, None] / 2)[:, :, None]  # h, w: (B,) sides, px
+    inx = ((xs - cx[:, None]).abs() < w[:, None] / 2)[:, None, :]
     return (iny & inx)[:, None]

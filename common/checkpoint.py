@@ -1,33 +1,25 @@
-"""Checkpoints that survive crashes and load without unpickling code; TrainState, the whole
-training state that train.py saves and --resume restores.
-
-A checkpoint is a dict of tensors, numbers, strings, lists and dicts: it loads with
-`torch.load(..., weights_only=True)`. TrainState writes it (rank 0, atomically); its keys:
+"""Checkpoints that survive crashes and load without unpickling code (`torch.load(...,
+weights_only=True)`): dicts of tensors, numbers, strings, lists and dicts. TrainState, the whole
+training state, writes one (rank 0, atomically) and --resume restores it. Its keys:
 
     format                CHECKPOINT_FORMAT; --resume refuses another (the weights still load)
     arch, num_classes,    the run's fingerprint: --resume and --init refuse another
     dataset, model_args   (check_compatible); inference.load_model rebuilds arch(**model_args)
-    model, ema            the bare network's state dict (no DDP or compile wrapper); runtime.EMA's
-    optimizer, scheduler, scaler, tracker (metrics.npz's rows)      state dicts
+    model, ema            state dicts of the bare network (no DDP or compile wrapper), runtime.EMA
+    optimizer, scheduler, scaler, tracker: their state dicts (tracker: metrics.npz's rows)
     epoch, step           epochs finished; steps of the next one taken (> 0 after a Ctrl-C)
     running_sums          per rank, [loss x images, correct, images] of that unfinished epoch
     best                  {"epoch", "top1", "split"}: what best.pt holds (split None: none)
     args                  every flag (and the normalization): --resume restores them
-    rng                   per rank: Python, numpy, torch and its accelerator's generator states
-
-load_checkpoint also reads a bare state dict and the `{"model_state_dict": ...}` dicts that the
-SE-Res-Inception V2 and Enhanced ResNet34 projects save, as such a dict with arch None.
+    rng                   per rank: torch's CPU and accelerator generator states
 """
 import os
-import random
 import shutil
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-
 
 CHECKPOINT_FORMAT = 2  # 2: per-rank rng and running_sums lists (torchrun), 2026-11-28
 
@@ -70,8 +62,9 @@ def copy_checkpoint(src, dst):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Load with weights_only=True -> a dict (another layout: see above); a missing, truncated or
-    foreign file raises CheckpointError."""
+    """Load with weights_only=True -> a dict; a missing, truncated or foreign file raises
+    CheckpointError. A bare state dict, or the `{"model_state_dict": ...}` that the SE-Res-Inception
+    V2 and Enhanced ResNet34 projects save, comes as {"arch": None, "model": state, "args": {}}."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train first or pass --checkpoint PATH")
@@ -112,33 +105,23 @@ def check_compatible(ckpt, **expected):
 
 
 def rng_state(device=None):
-    """Python, numpy, torch and `device`'s generator states (CUDA: this rank's GPU only, as a
-    resume may see fewer; MPS: a Mac's), in weights_only-loadable form."""
-    version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": [version, list(mt), gauss], "torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                       "has_gauss": has_gauss, "cached": cached}}
-    accelerator = torch.device(device or "cpu").type
-    if accelerator == "cuda":
+    """torch's CPU and `device`'s generator states (CUDA: this rank's GPU only, as a resume may
+    see fewer): the only ones training uses (data order, augmentation, mixing: seeded per batch)."""
+    kind, state = torch.device(device or "cpu").type, {"torch": torch.get_rng_state()}
+    if kind == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
-    elif accelerator == "mps":
+    elif kind == "mps":
         state["mps"] = torch.mps.get_rng_state()
     return state
 
 
 def set_rng_state(state, device=None):
     """The inverse of rng_state; tensors on any device are read back on the host."""
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
     torch.set_rng_state(state["torch"].cpu())
-    accelerator = torch.device(device or "cpu").type
-    if accelerator == "cuda" and torch.is_tensor(state.get("cuda")):
+    kind = torch.device(device or "cpu").type
+    if kind == "cuda" and torch.is_tensor(state.get("cuda")):
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-    elif accelerator == "mps" and state.get("mps") is not None:
+    elif kind == "mps" and torch.is_tensor(state.get("mps")):
         torch.mps.set_rng_state(state["mps"].cpu())
 
 
@@ -152,10 +135,9 @@ def _map(obj, fn):
 
 
 def to_host(obj):
-    """-> (a copy of a checkpoint's tree with every tensor on the CPU, wait): a snapshot that
-    training may go on changing in place; wait() returns once it is complete. The tensors of
-    each (device, dtype) go in one buffer and one transfer (into pinned memory on CUDA, which the
-    host does not wait for), not ~180 copies that would each make the host wait for the GPU."""
+    """-> (a CPU copy of a checkpoint's tree, wait): a snapshot, complete once wait() returns, that
+    training may go on changing. One buffer and one transfer per (device, dtype), pinned and not
+    waited for on CUDA, not ~180 copies that would each make the host wait for the GPU."""
     groups, events = {}, []
     _map(obj, lambda t: groups.setdefault((t.device, t.dtype), []).append(t.detach()))
     for key, tensors in groups.items():
@@ -164,21 +146,16 @@ def to_host(obj):
         host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=cuda)
         host.copy_(flat, non_blocking=cuda)
         if cuda:
-            events.append(torch.cuda.Event())
-            events[-1].record()
+            events.append(torch.cuda.current_stream().record_event())
         groups[key] = iter(host.split([t.numel() for t in tensors]))
     copy = _map(obj, lambda t: next(groups[(t.device, t.dtype)]).view(t.shape))
     return copy, lambda: [event.synchronize() for event in events]
 
 
 class TrainState:
-    """The whole training state in one object: what last.pt holds and --resume restores.
-
-    parts: {"model": bare network, "ema", "optimizer", "scheduler", "scaler", "tracker"}, each
-    with state_dict()/load_state_dict() (ema may be None); next to them the epoch and step
-    reached, the best epoch and each rank's running sums. Under torchrun every rank calls
-    state_dict() (`gather` collects their RNG states and sums); rank 0 writes, on a thread.
-    """
+    """What last.pt holds (the keys above) and --resume restores; `parts` maps each state-dict key
+    to its object (ema may be None). Under torchrun every rank calls state_dict() (`gather`
+    collects their RNG states and sums); rank 0 writes, on a thread."""
 
     def __init__(self, fingerprint, args, parts, device, rank=0, world=1, gather=None):
         self.fingerprint, self.args, self.parts, self.device = fingerprint, args, parts, device
@@ -193,9 +170,8 @@ class TrainState:
                  "step": self.step, "best": dict(self.best), "args": dict(vars(self.args)),
                  "running_sums": None if sums is None else [s for _, s in per_rank],
                  "rng": [r for r, _ in per_rank]}
-        for name, part in self.parts.items():
-            state[name] = None if part is None else part.state_dict()
-        return state
+        return state | {name: None if part is None else part.state_dict()
+                        for name, part in self.parts.items()}
 
     def load_state_dict(self, ck):
         if ck.get("format") != CHECKPOINT_FORMAT:
@@ -207,15 +183,15 @@ class TrainState:
         if (self.args.epochs, self.args.batch_size) != (saved["epochs"], saved["batch_size"]):
             raise ValueError(f"the lr schedule was laid out for --epochs {saved['epochs']} "
                              f"--batch-size {saved['batch_size']}; resume with those values")
-        for name, part in self.parts.items():  # an empty scaler state: a bf16 or CPU run's,
-            if part is not None and ck.get(name) is not None and ck[name] != {}:  # kept fresh
-                part.load_state_dict(ck[name])  # each moves the tensors it needs to its device
+        for name, part in self.parts.items():  # each moves the tensors it needs to its device
+            if part is not None and ck.get(name):  # {}: a bf16 or CPU run's scaler, kept fresh
+                part.load_state_dict(ck[name])
         same_world = len(ck["rng"]) == self.world  # one entry per rank that wrote it
         set_rng_state(ck["rng"][self.rank if same_world else 0], self.device)
         sums = ck["running_sums"]
         if sums is not None:  # the unfinished epoch's sums: each rank its own, or all on rank 0
             sums = sums[self.rank] if same_world else (
-                np.sum(sums, 0).tolist() if self.rank == 0 else None)
+                [sum(col) for col in zip(*sums)] if self.rank == 0 else None)
         self.epoch, self.step, self.best, self.sums = ck["epoch"], ck["step"], ck["best"], sums
 
     def resume(self, path):
@@ -255,7 +231,6 @@ class TrainState:
         """Block until the last save() is on disk; raise its error (a full disk) if it failed."""
         if self._writer is not None:
             self._writer.join()
-            self._writer = None
         error, self._error = self._error, None
         if error is not None:
             raise error

@@ -1,8 +1,6 @@
 """CIFAR-100 data: constants, the official-file reader, download, the splits a run uses.
 
-Every split is a pair (uint8 images (N, 3, 32, 32), int64 fine labels (N,)) on the CPU;
-loader.py and augment.py feed them to a model. `--dataset synthetic` draws the offline stand-in
-of synthetic.py (the one module of common/ that another one imports).
+A split is (uint8 images (N, 3, 32, 32), int64 fine labels (N,)) on the CPU; loader.py batches it.
 """
 import io
 import pickle
@@ -19,25 +17,21 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 # The official label order (alphabetical), as in cifar-100-python/meta.
-FINE_NAMES = (
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
-    "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch "
-    "crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo "
-    "keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse "
-    "mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate "
-    "poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
-    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone "
-    "television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
-).split()
-COARSE_NAMES = (
-    "aquatic_mammals fish flowers food_containers fruit_and_vegetables "
-    "household_electrical_devices household_furniture insects large_carnivores "
-    "large_man-made_outdoor_things large_natural_outdoor_scenes large_omnivores_and_herbivores "
-    "medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1 "
-    "vehicles_2"
-).split()
+FINE_NAMES = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge
+bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
+crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard
+lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom
+oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine
+possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider
+squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout
+tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+COARSE_NAMES = """aquatic_mammals fish flowers food_containers fruit_and_vegetables
+household_electrical_devices household_furniture insects large_carnivores
+large_man-made_outdoor_things large_natural_outdoor_scenes large_omnivores_and_herbivores
+medium_mammals non-insect_invertebrates people reptiles small_mammals trees vehicles_1
+vehicles_2""".split()
 # FINE_TO_COARSE[fine_label] = coarse_label, the official map (5 fine classes per superclass).
-FINE_TO_COARSE = (
+FINE_TO_COARSE = (  # 20 labels a row
     4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
     6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
     5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
@@ -51,7 +45,6 @@ class DataError(RuntimeError):
     """A dataset problem the user can fix; the message says how."""
 
 
-# ----------------------------------------------------------------------------- official files
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays, nothing else: a crafted file cannot run code."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy.core.numeric", "_frombuffer"),
@@ -77,8 +70,7 @@ def _unpickle(path):
 
 
 def read_cifar100(root, train):
-    """cifar-100-python/{train,test} in `root` -> (uint8 (N,3,32,32), int64 fine labels (N,)),
-    with shape, dtype and label range checked."""
+    """root/cifar-100-python/{train,test} -> (uint8 (N,3,32,32), int64 labels (N,)), checked."""
     path = Path(root) / "cifar-100-python" / ("train" if train else "test")
     d = _unpickle(path)
     if "data" not in d or "fine_labels" not in d:
@@ -105,31 +97,28 @@ def read_meta(root):
 
 
 def ensure_cifar100(root, download=True):
-    """Make sure the official files are in `root`, downloading them with torchvision if absent
-    and `download` allows it."""
+    """Make sure the official files are in `root`, downloaded by torchvision if `download`."""
     folder = Path(root) / "cifar-100-python"
-    if all((folder / f).exists() for f in ("train", "test", "meta")):
-        read_meta(root)  # the class names tell CIFAR-100 from a look-alike folder
-        return
-    hint = (f"put the official cifar-100-python/ folder (train, test, meta) in "
-            f"{Path(root).resolve()}, pass --data-dir DIR where it is, or run offline with "
-            "--dataset synthetic")
-    if not download:
-        raise DataError(f"CIFAR-100 not found; {hint}")
-    try:
-        import torchvision  # deferred: only this path needs it
-        print(f"downloading CIFAR-100 (161 MB) to {Path(root).resolve()} ...", flush=True)
-        torchvision.datasets.CIFAR100(root, train=True, download=True)  # checks the archive's MD5
-    except Exception as e:
-        raise DataError(f"CIFAR-100 download failed ({type(e).__name__}: {e}); {hint}") from None
-    read_meta(root)
+    if not all((folder / f).exists() for f in ("train", "test", "meta")):
+        hint = (f"put the official cifar-100-python/ folder (train, test, meta) in "
+                f"{Path(root).resolve()}, pass --data-dir DIR where it is, or run offline with "
+                "--dataset synthetic")
+        if not download:
+            raise DataError(f"CIFAR-100 not found; {hint}")
+        try:
+            import torchvision  # deferred: only this path needs it
+            print(f"downloading CIFAR-100 (161 MB) to {Path(root).resolve()} ...", flush=True)
+            torchvision.datasets.CIFAR100(root, train=True, download=True)  # checks its MD5
+        except Exception as e:
+            failure = f"{type(e).__name__}: {e}"
+            raise DataError(f"CIFAR-100 download failed ({failure}); {hint}") from None
+    read_meta(root)  # the class names tell CIFAR-100 from a look-alike folder
 
 
 def class_names(dataset):
-    """(fine names, superclass names) for figures and reports: CIFAR-100's, or the synthetic
-    set's own ("disk on h-stripes 5px"); the labels and the superclass map are the same."""
-    return synthetic.names(FINE_TO_COARSE) if dataset == "synthetic" else (FINE_NAMES,
-                                                                          COARSE_NAMES)
+    """(fine names, superclass names) of the same labels: CIFAR-100's, or the synthetic set's."""
+    return (synthetic.names(FINE_TO_COARSE) if dataset == "synthetic"
+            else (FINE_NAMES, COARSE_NAMES))
 
 
 def synthetic_cifar100(n, split_seed, masks=False):
@@ -137,17 +126,14 @@ def synthetic_cifar100(n, split_seed, masks=False):
     return synthetic.images(n, split_seed, FINE_TO_COARSE, masks)
 
 
-# ----------------------------------------------------------------------------- splits
 def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, download=True,
                 masks=False, train=True):
     """-> {"train", "val" (None without val_split), "test": (x, y) uint8 images on the CPU,
     "test_masks": the synthetic test objects' pixels (masks=True) or None, "sizes": a line}.
 
-    subset / test_subset: keep that many training / test images (0: all), the same number of
-    each class (one more for some where it does not divide); the test split is never shrunk
-    by `subset`. val_split: hold out that many training images, drawn the same way.
-    The synthetic set is drawn at the size asked for (50,000 training, 10,000 test images).
-    train=False: the test split alone (for evaluation), train and val None.
+    subset / test_subset: keep that many training / test images (0: all); val_split: hold out
+    that many training images. Each is drawn with the same count of every class, give or take one;
+    the synthetic set is drawn at that size. train=False: the test split alone, train and val None.
     """
     for flag, n in (("--subset", subset), ("--test-subset", test_subset)):
         if n < 0:
@@ -169,33 +155,29 @@ def load_splits(dataset, data_dir=None, subset=0, test_subset=0, val_split=0, do
     else:
         raise DataError(f"unknown dataset {dataset!r}; use cifar100 or synthetic")
     val = None
-    if not wanted:
-        return {"train": None, "val": None, "test": tuple(test), "test_masks": test_masks if masks
-                else None, "sizes": f"test {len(test[1]):,} of {of['test']:,}"}
-    if val_split:
+    if wanted and val_split:
         if not 0 < val_split < len(train[1]):
             raise DataError(f"--val-split {val_split} must be between 1 and {len(train[1]) - 1}, "
                             "the number of training images less one")
-        held = torch.zeros(len(train[1]), dtype=torch.bool)
-        held[_stratified(train[1], val_split)] = True
+        held = torch.isin(torch.arange(len(train[1])), _stratified(train[1], val_split))
         val, train = tuple(t[held] for t in train), tuple(t[~held] for t in train)
-    per_class = lambda y: "-".join(map(str, sorted({int(y.bincount().min()),  # noqa: E731
-                                                    int(y.bincount().max())})))
-    sizes = (f"train {len(train[1]):,} of {of['train']:,} ({per_class(train[1])} per class)"
-             + (f", val {len(val[1]):,}" if val else "")
-             + f", test {len(test[1]):,} of {of['test']:,}")
+    sizes = f"test {len(test[1]):,} of {of['test']:,}"
+    if wanted:
+        counts = train[1].bincount()
+        per_class = "-".join(map(str, sorted({int(counts.min()), int(counts.max())})))
+        sizes = (f"train {len(train[1]):,} of {of['train']:,} ({per_class} per class)"
+                 + (f", val {len(val[1]):,}" if val else "") + f", {sizes}")
     return {"train": train, "val": val, "test": tuple(test), "sizes": sizes,
             "test_masks": test_masks if masks else None}
 
 
 def channel_stats(x):
-    """Per-channel mean and std of uint8 images (N, 3, H, W), pixels on [0, 1] -> two tuples of
-    3 floats for Normalize; exact, from each channel's histogram of the 256 values."""
+    """Exact per-channel (mean, std) of uint8 images (N, 3, H, W) on [0, 1], from histograms."""
     v = torch.arange(256.0) / 255
     hist = [torch.bincount(x[:, c].flatten(), minlength=256).float() for c in range(3)]
     mean = [float((h * v).sum() / h.sum()) for h in hist]
-    return tuple(mean), tuple(float((h * (v - m) ** 2).sum() / h.sum()) ** 0.5
-                              for h, m in zip(hist, mean))
+    std = [float((h * (v - m) ** 2).sum() / h.sum()) ** 0.5 for h, m in zip(hist, mean)]
+    return tuple(mean), tuple(std)
 
 
 def _take(split, n, flag):

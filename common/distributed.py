@@ -1,14 +1,13 @@
 """torchrun: everything distributed is here, and in the few lines of train.py that call it.
 
 Under plain `python` every function is a no-op (or returns its input). Under torchrun each rank
-holds a replica in DistributedDataParallel and trains on its slice of every global batch; rank 0
-alone writes. CIFAR100_FORCE_DDP=1 sets up the process group and DDP in a one-process torchrun
-job too, so that one GPU (or the CPU, over gloo) can check the whole distributed path.
-"""
+holds a DistributedDataParallel replica, trains on its slice of every global batch, and rank 0
+alone writes. CIFAR100_FORCE_DDP=1 sets up the group and DDP in a one-process torchrun job too,
+so one GPU (or the CPU, over gloo) can check the whole distributed path."""
 import contextlib
-import datetime
 import gc
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -18,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 def init(device):
     """-> (rank, world size, this rank's device). Plain `python`: (0, 1, device). Under torchrun
     (RANK, WORLD_SIZE, LOCAL_RANK set): join the group, NCCL with one GPU a rank, or gloo."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not _forced():
+    forced = os.environ.get("CIFAR100_FORCE_DDP") == "1" and "RANK" in os.environ  # torchrun's
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not forced:
         return 0, 1, device
     if device.type == "mps":
         raise ValueError("torchrun needs CUDA or the CPU (MPS has no process-group backend); "
@@ -36,13 +36,7 @@ def close():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-        # free the finished run's DDP objects now, not while the interpreter shuts down (where
-        # a gloo thread that still holds a tensor can abort the process after a good run)
-        gc.collect()
-
-
-def _forced():
-    return os.environ.get("CIFAR100_FORCE_DDP") == "1" and "RANK" in os.environ  # torchrun's
+        gc.collect()  # now, not at exit, where a gloo thread holding a tensor can abort a good run
 
 
 def _grouped():
@@ -98,13 +92,11 @@ def data_parallel(model, device, sync_bn=False):
 
 @contextlib.contextmanager
 def local_rank_zero_first():
-    """`with local_rank_zero_first(): load or download the data`: on each machine local rank 0
-    runs the block first (a download, its checksum), the others after it, so no two write the
-    same files. The wait has a group of its own (gloo: any device) and a timeout of 2 hours: a
-    download may outlast the default group's 10 minutes. Should rank 0 fail, torchrun ends all."""
+    """`with local_rank_zero_first(): load or download the data`: local rank 0 of each machine
+    runs it first, the others after, so no two write the same files. The wait has its own gloo
+    group (any device), a 2-hour timeout for slow downloads; if rank 0 fails, torchrun ends all."""
     leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    group = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=2)) \
-        if _grouped() else None
+    group = dist.new_group(backend="gloo", timeout=timedelta(hours=2)) if _grouped() else None
     if group is not None and not leader:
         dist.barrier(group)
     yield

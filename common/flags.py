@@ -2,40 +2,27 @@
 every default shown in --help, named recipes as defaults (`Parser`), and the flags all three
 train.py share (`training_parser`)."""
 import argparse
-import copy
+import textwrap
 from pathlib import Path
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Every flag's default, also without a help string (ArgumentDefaultsHelpFormatter skips
-    those); the description and epilog keep their line breaks."""
-
-    def _format_action(self, action):
-        if action.help is None and action.option_strings and action.default is not None:
-            action = copy.copy(action)
-            action.help = "(default: %(default)s)"
-        return super()._format_action(action)
+    """Each flag's default after its help; the description and epilog keep their line breaks."""
 
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and whose --help shows every default.
-
-    recipes: {name: {flag dest: value}}; the epilog lists them. select_recipe(name) makes one
-    the defaults (flags on the command line still win). renamed: {old name: name}, so that a
-    checkpoint that names a recipe by its old name still resumes.
-    """
+    recipes: {name: {flag dest: value}}, listed in the epilog; select_recipe(name) makes one the
+    defaults (flags given still win). renamed: {old name: name}, so old checkpoints still resume."""
 
     def __init__(self, description, recipes=None, epilog=None, renamed=None, **kwargs):
-        if recipes:
-            epilog = (epilog or "") + \
-                "recipes (--recipe NAME sets these defaults; flags you give still win):\n"
-            for name, values in recipes.items():
-                line = f"  {name}:"
-                for item in map(_as_flag, values.items()):
-                    if len(line) + len(item) > 95:
-                        epilog, line = epilog + line + "\n", "   "
-                    line += " " + item
-                epilog += line + "\n"
+        if recipes:  # the epilog: one paragraph a recipe, broken only between flags
+            lines = [textwrap.fill(" ".join(map(_as_flag, values.items())), 95,
+                                   initial_indent=f"  {name}: ", subsequent_indent="    ",
+                                   break_on_hyphens=False).replace(NBSP, " ")
+                     for name, values in recipes.items()]
+            epilog = (epilog or "") + "recipes (--recipe NAME sets these defaults; flags you " \
+                "give still win):\n" + "\n".join(lines) + "\n"
         super().__init__(description=description, formatter_class=_ShowDefaults, epilog=epilog,
                          **kwargs)
         self.recipes, self.renamed, self.base_defaults = recipes or {}, renamed or {}, None
@@ -50,11 +37,13 @@ class Parser(argparse.ArgumentParser):
         if self.base_defaults is None:  # the flag table's own, before any recipe
             self.base_defaults = {a.dest: a.default for a in self._actions
                                   if a.default is not argparse.SUPPRESS}
-        self.set_defaults(**self.base_defaults)
-        self.set_defaults(recipe=name, **self.recipes[name])
+        self.set_defaults(**{**self.base_defaults, **self.recipes[name], "recipe": name})
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+NBSP = "\xa0"  # joins a flag to its values, so that the epilog's lines break between flags
 
 
 def _as_flag(item):
@@ -62,7 +51,8 @@ def _as_flag(item):
     name, value = item[0].replace("_", "-"), item[1]
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no-{name}"
-    return f"--{name} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
+    return f"--{name}{NBSP}" + (NBSP.join(map(str, value)) if isinstance(value, list) else
+                                str(value))
 
 
 def ranged(kind, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -82,9 +72,8 @@ def ranged(kind, lo=None, hi=None, lo_open=False, hi_open=False):
 
 def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed=None):
     """The flags every train.py shares, grouped, with the first recipe's values as defaults;
-    add_model_args(group) adds the folder's own. The run directory defaults to
-    <repo>/runs/<folder name>, the data to <repo>/data (kept as None: a run that moves to
-    another machine finds that machine's data/)."""
+    add_model_args(group) adds the folder's own. --out-dir defaults to <repo>/runs/<folder name>,
+    --data-dir to None: <repo>/data of the machine a run is on, even after it moves (--resume)."""
     p = Parser(doc.split("\n\n")[0], recipes, add_help=add_help, renamed=renamed)
     p.add_argument("--recipe", default=next(iter(recipes)), choices=list(recipes),
                    help="a named set of defaults, listed at the end")
@@ -94,8 +83,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
     g.add_argument("--dataset", choices=["cifar100", "synthetic"], default="cifar100",
                    help="synthetic: the offline stand-in, same shapes and class names")
     g.add_argument("--subset", type=count, default=0,
-                   help="train on N images, as many of each class (0 = all); the test split "
-                   "stays whole")
+                   help="train on N images, as many of each class (0 = all); not the test split")
     g.add_argument("--test-subset", type=count, default=0,
                    help="test on N images, as many of each class (0 = all)")
     g.add_argument("--val-split", type=count, default=0,
@@ -104,9 +92,8 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
     g.add_argument("--select-on-test", action="store_true",
                    help="the source projects' practice: best.pt is the epoch with the best TEST "
                    "top-1 and --target-acc watches the test split (optimistic; the log says so)")
-    g.add_argument("--num-workers", type=count, default=0,
-                   help="accepted for the ResNet-18 write-up's command line; unused: batches "
-                   "are drawn and augmented on the device, with no loader processes")
+    g.add_argument("--num-workers", type=count, default=0, help="accepted for the ResNet-18 "
+                   "write-up's commands; unused: batches are drawn and augmented on the device")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=ranged(int, 1), help="passes over the training set")
     g.add_argument("--batch-size", type=ranged(int, 1),
@@ -115,7 +102,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
                    help="split each batch into K micro-batches (gradient accumulation): the "
                    "memory of batch/K and the whole batch's mean gradient, but BatchNorm "
                    "normalizes each micro-batch alone and moves its statistics K times")
-    g.add_argument("--optimizer", choices=["sgd", "adamw"])
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], help="SGD with momentum, or AdamW")
     g.add_argument("--lr", type=ranged(float, 0, 100, lo_open=True), help="peak learning rate")
     g.add_argument("--momentum", type=share, default=0.9, help="SGD only")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False,
@@ -131,8 +118,7 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
                    help="onecycle: end lr = start lr / this")
     g.add_argument("--t0", type=ranged(int, 1), default=50, help="cosine-restarts: epochs")
     g.add_argument("--tmult", type=ranged(int, 1), default=2, help="cosine-restarts: growth")
-    g.add_argument("--step-epochs", type=ranged(int, 1), default=30,
-                   help="step: epochs between lr drops")
+    g.add_argument("--step-epochs", type=ranged(int, 1), default=30, help="step: epochs per drop")
     g.add_argument("--gamma", type=unit, default=0.1, help="step: lr factor per drop")
     g.add_argument("--clip-grad", type=ranged(float, 0), default=0.0, help="max grad norm, 0 = off")
     g.add_argument("--target-acc", type=ranged(float, 0, 100), default=0.0,
@@ -178,9 +164,8 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout; None = on for CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--deterministic", action="store_true",
-                   help="CUDA: deterministic kernels and no cuDNN autotuning, so reruns and "
-                   "resumes are bit-exact (slower)")
+    g.add_argument("--deterministic", action="store_true", help="CUDA: deterministic kernels and "
+                   "no cuDNN autotuning, so reruns and resumes are bit-exact (slower)")
     g.add_argument("--seed", type=int, default=0, help="data order, augmentation and init")
     g.add_argument("--out-dir", default=str(Path(folder).parent / "runs" / Path(folder).name),
                    help="the run directory")
@@ -192,9 +177,8 @@ def training_parser(doc, recipes, add_model_args, folder, add_help=True, renamed
                    "optimizer and schedule (fine-tuning, or going past a finished run)")
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on CUDA: BatchNorm statistics over the global batch")
-    g.add_argument("--tensorboard", action="store_true",
-                   help="also log each epoch's figures to OUT_DIR/tensorboard "
-                   "(pip install -r requirements-tensorboard.txt)")
+    g.add_argument("--tensorboard", action="store_true", help="also log each epoch's figures to "
+                   "OUT_DIR/tensorboard (pip install -r requirements-tensorboard.txt)")
     g.add_argument("--progress-every", type=ranged(float, 0), default=10.0, help="seconds")
     p.select_recipe(next(iter(recipes)))  # so --help shows the recipe's values
     return p

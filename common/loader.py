@@ -1,8 +1,5 @@
-"""Batches of one split, held on the training device: no worker processes, no host copies.
-
-Training order and each batch's augmentation and mixing come from generators seeded by
-(seed, epoch, batch[, rank]), so an epoch replays exactly after a resume. The transform is an
-Augment or a Normalize (common/augment.py); `mix` is a common/mixing.py mix.
+"""Batches of one split, held on the training device: no worker processes, no host copies; their
+order, augmentation and mixing are seeded by (seed, epoch, batch[, rank]), so a resume replays them.
 """
 import math
 
@@ -11,19 +8,15 @@ import torch
 
 
 class Loader:
-    """Batches of one split, held on `device`: (transform(uint8 images), int64 labels), or with
-    `mix` (images, soft targets, labels).
+    """Batches of one split on `device`: (transform(uint8 images), int64 labels), or with `mix`
+    (images, soft targets, labels). `transform(x, g)` is an Augment (training) or a Normalize
+    (evaluation) of common/augment.py; `mix(x, y, rng)`, e.g. functools.partial(mixing.mix,
+    num_classes=100, cutmix_alpha=1.0), gets rng = np.random.default_rng(seeds(batch)).
+    `set_epoch(e)` then `iterate(start=k)` reproduces batch k of epoch e exactly.
 
-    `transform(x, g)` is an Augment for training or a Normalize for evaluation; `mix(x, y, rng)`
-    (e.g. functools.partial(mixing.mix, num_classes=100, cutmix_alpha=1.0)) mixes a batch with
-    rng = np.random.default_rng([seed, epoch, batch, rank]). `set_epoch(e)` followed by
-    `iterate(start=k)` reproduces batch k of epoch e exactly.
-
-    part = (rank, world): under torchrun every rank shuffles the same order and keeps its
-    slice of each global batch of `batch_size`, then augments and mixes that slice with its
-    own random numbers.
+    part = (rank, world): under torchrun every rank shuffles the same order, keeps its slice of
+    each global batch of `batch_size`, and augments and mixes that slice with its own numbers.
     """
-
     def __init__(self, split, batch_size, device, transform, shuffle=False, seed=0,
                  drop_last=False, mix=None, part=(0, 1)):
         if batch_size < 1:
@@ -53,13 +46,12 @@ class Loader:
         return torch.Generator(self.x.device).manual_seed(seed)
 
     def iterate(self, start=0):
-        n, B = len(self.x), self.batch_size
-        order = torch.randperm(n, generator=self.generator(), device=self.x.device) \
-            if self.shuffle else torch.arange(n, device=self.x.device)
+        order = torch.randperm(len(self.x), generator=self.generator(), device=self.x.device) \
+            if self.shuffle else torch.arange(len(self.x), device=self.x.device)
         for i in range(start, len(self)):
-            lo, hi = i * B, min((i + 1) * B, n)  # this rank's slice of global batch i:
-            sel = order[lo + (hi - lo) * self.rank // self.world:
-                        lo + (hi - lo) * (self.rank + 1) // self.world]
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]  # global batch i
+            m = len(batch)  # of which this rank takes a slice:
+            sel = batch[m * self.rank // self.world:m * (self.rank + 1) // self.world]
             x, y = self.transform(self.x[sel], self.generator(i)), self.y[sel]
             if self.mix is None:
                 yield x, y

@@ -1,7 +1,5 @@
-"""What a training run records: the per-epoch metrics file (metrics.npz + metrics.csv), the
-progress lines printed while it trains (plain lines, readable in a log file), and atomic writes
-of its JSON and figures. The evaluation report of a checkpoint is in report.py.
-"""
+"""What a training run records: per-epoch metrics (metrics.npz + metrics.csv), progress lines
+(plain, fine in a log file), its JSON and figures, written atomically. Evaluation: report.py."""
 import csv
 import json
 import math
@@ -15,11 +13,9 @@ import numpy as np
 
 
 class MetricsTracker:
-    """One row per epoch; saved as metrics.npz (numeric arrays, allow_pickle=False) and metrics.csv.
-
-    Both files are written to a temporary name and renamed, so a crash never leaves half a file.
-    out_dir None keeps the rows in memory only (the ranks of a torchrun job other than 0).
-    """
+    """One row per epoch, saved as metrics.npz (numeric arrays, allow_pickle=False) and metrics.csv,
+    each written to a temporary name and renamed (a crash never leaves half a file). out_dir None
+    keeps the rows in memory only (the ranks of a torchrun job other than 0)."""
 
     def __init__(self, out_dir):
         self.out_dir = None if out_dir is None else Path(out_dir)
@@ -42,9 +38,8 @@ class MetricsTracker:
         if self.out_dir is None:
             return
         cols = self.columns()
-        npz, tmp = self.out_dir / "metrics.npz", self.out_dir / "metrics.tmp.npz"
-        np.savez(tmp, **cols)
-        os.replace(tmp, npz)
+        np.savez(self.out_dir / "metrics.tmp.npz", **cols)
+        os.replace(self.out_dir / "metrics.tmp.npz", self.out_dir / "metrics.npz")
         tmp = self.out_dir / "metrics.csv.tmp"
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
@@ -69,9 +64,8 @@ class Progress:
     """Prints `batch i/n  loss  img/s` at most every `every` seconds inside an epoch."""
 
     def __init__(self, total, every=10.0):
-        self.total, self.every = total, every
+        self.total, self.every, self.seen = total, every, 0
         self.start = self.last = time.time()
-        self.seen = 0
 
     def step(self, i, batch_size, loss_fn):
         """loss_fn is called only when a line is due, so the GPU is not synced every step."""
@@ -79,9 +73,8 @@ class Progress:
         now = time.time()
         if now - self.last >= self.every and i + 1 < self.total:
             self.last = now
-            rate = self.seen / (now - self.start)
-            print(f"  batch {i + 1}/{self.total}  loss {loss_fn():.4f}  {rate:.0f} img/s",
-                  flush=True)
+            print(f"  batch {i + 1}/{self.total}  loss {loss_fn():.4f}  "
+                  f"{self.seen / (now - self.start):.0f} img/s", flush=True)
 
 
 def hms(seconds):
@@ -102,14 +95,13 @@ def epoch_line(epoch, epochs, row, seconds, eta):
 
 
 def write_json(obj, path):
-    """Write JSON atomically (a reader never sees half a file), indented, with each innermost list
-    on one line (a 100x100 matrix is 100 lines)."""
+    """Write indented JSON, each innermost list on one line (a 100x100 matrix: 100 lines)."""
     path = Path(path)
     text = json.dumps(obj, indent=1)
     text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: f"[{' '.join(m[1].split())}]", text)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)  # a reader never sees half a report
+    os.replace(tmp, path)  # a reader never sees half a file
 
 
 def save_figure(fig, path, dpi=100):
@@ -126,11 +118,9 @@ def save_figure(fig, path, dpi=100):
 
 class Plotter:
     """`plotter(draw, path)` calls draw() -> Figure and saves it to path on a thread, so training
-    goes on meanwhile (~1 s a figure on a CPU). One at a time: a new one waits for the last.
-    join() waits for the last one (before the run ends)."""
+    goes on meanwhile (~1 s a figure on a CPU); a new one waits for the last, as does join()."""
 
-    def __init__(self):
-        self.thread = None
+    thread = None  # the last figure's
 
     def __call__(self, draw, path):
         self.join()

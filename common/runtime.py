@@ -12,24 +12,21 @@ from torch.optim.swa_utils import AveragedModel
 
 def pick_device(name="auto"):
     """auto = CUDA, else MPS, else CPU (with a warning: a full recipe on CPU takes days)."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        print("warning: no CUDA GPU found, running on the CPU")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        if not (cuda or mps):
+            print("warning: no CUDA GPU found, running on the CPU")
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
         raise ValueError("--device cuda: no CUDA GPU is visible; use --device cpu or auto")
-    if name == "mps" and not torch.backends.mps.is_available():
+    if name == "mps" and not mps:
         raise ValueError("--device mps: MPS is not available here; use --device cpu or auto")
     return torch.device(name)
 
 
 def check_device(args, device):
-    """Refuse, in one line, what Apple's MPS device cannot do; the rest of the loop has MPS
-    kernels in torch 2.6+ and keeps to float32 and integer tensors (MPS has no float64).
-    Checked against torch's MPS kernel list and issue tracker, not on a Mac (README.md)."""
+    """Refuse, in one line, what Apple's MPS cannot do; the rest of the loop has MPS kernels in
+    torch 2.6+ and no float64 (MPS has none). Checked in torch's docs and issues, not on a Mac."""
     old = tuple(map(int, torch.__version__.split("+")[0].split(".")[:2])) < (2, 8)
     problem = device.type == "mps" and (
         "--compile: torch.compile's MPS backend is a prototype" if args.compile else
@@ -43,14 +40,10 @@ def check_device(args, device):
 def amp_dtype(name, device):
     """auto = bf16 on CUDA GPUs that compute it natively (compute capability 8.0+: A100, A10G,
     RTX 30xx, H100), fp16 with loss scaling on older ones (T4, V100); off on CPU and MPS, where
-    autocast is rarely faster. torch.cuda.is_bf16_supported() is not the test: it also says yes
-    where bf16 is only emulated, which is slower than fp16 there."""
-    if name == "off" or (name == "auto" and device.type != "cuda"):
-        return None
-    if name == "auto":
-        native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
-        return torch.bfloat16 if native_bf16 else torch.float16
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}[name]
+    autocast is rarely faster. Not torch.cuda.is_bf16_supported(): it says yes to emulated bf16."""
+    if name == "auto" and device.type == "cuda":
+        name = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+    return {"auto": None, "off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def build_optimizer(args, params, device=None):
@@ -83,24 +76,17 @@ def build_scheduler(args, optimizer, steps_per_epoch):
 class EMA(AveragedModel):
     """Exponential moving average of the weights and buffers, after every step: ema = decay *
     ema + (1 - decay) * model, the first update a copy. AveragedModel(model, use_buffers=True,
-    multi_avg_fn=get_ema_multi_avg_fn(decay))'s numbers and state dict, but no wait for the GPU:
-    torch's reads its device counter `n_averaged` twice a step; this one counts on the host."""
+    multi_avg_fn=get_ema_multi_avg_fn(decay))'s numbers and state dict, with no wait for the GPU."""
 
     def __init__(self, model, decay):
-        super().__init__(model, use_buffers=True)
-        self.decay, self.updates = decay, None  # updates: n_averaged, read once
-
-    def load_state_dict(self, *args, **kwargs):
-        self.updates = None
-        return super().load_state_dict(*args, **kwargs)
+        super().__init__(model, use_buffers=True)  # n_averaged: a CPU tensor, never on the GPU
+        self.decay = decay
 
     @torch.no_grad()
     def update_parameters(self, model):
-        if self.updates is None:
-            self.updates = int(self.n_averaged)
         pairs = list(zip([*self.module.parameters(), *self.module.buffers()],
                          [t.detach() for t in (*model.parameters(), *model.buffers())]))
-        if self.updates == 0:
+        if self.n_averaged == 0:
             torch._foreach_copy_([e for e, _ in pairs], [m for _, m in pairs])
         else:
             floats = [(e, m) for e, m in pairs if e.is_floating_point()]
@@ -109,26 +95,23 @@ class EMA(AveragedModel):
                 if not e.is_floating_point():
                     e.copy_(e * self.decay + m * (1 - self.decay))
         self.n_averaged += 1
-        self.updates += 1
 
 
 class StopOnCtrlC:
-    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C asks the loop to stop at
-    its next check; another, a second or more later, raises KeyboardInterrupt (torchrun forwards
-    the terminal's Ctrl-C: each rank sees it twice within milliseconds). SIGTERM (torchrun's to
-    the other ranks when one fails; `kill`'s) raises SystemExit, so the `with` blocks unwind and
-    a checkpoint being written is finished. The previous handlers come back on exit."""
+    """`with StopOnCtrlC() as stop:` ... `if stop:` -- the first Ctrl-C makes stop true; another,
+    a second or more later, raises KeyboardInterrupt (torchrun forwards the terminal's Ctrl-C:
+    each rank sees it twice in milliseconds). SIGTERM (torchrun's when a rank fails, `kill`'s)
+    raises SystemExit, so `with` blocks unwind and a checkpoint being written is finished."""
 
     def __init__(self, message="Ctrl-C: stopping after this step (Ctrl-C again to abort)"):
-        self.message, self.first, self.previous = message, None, None
+        self.message, self.first, self.previous = message, None, {}
 
     def _handle(self, signum, frame):
-        if self.first is not None:
-            if time.monotonic() - self.first > 1.0:
-                raise KeyboardInterrupt
-            return
-        self.first = time.monotonic()
-        print(f"\n{self.message}", flush=True)
+        if self.first is None:
+            self.first = time.monotonic()
+            print(f"\n{self.message}", flush=True)
+        elif time.monotonic() - self.first > 1.0:
+            raise KeyboardInterrupt
 
     def __bool__(self):
         return self.first is not None
@@ -140,14 +123,13 @@ class StopOnCtrlC:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # elsewhere: nothing to do
-            self.previous = (signal.signal(signal.SIGINT, self._handle),
-                             signal.signal(signal.SIGTERM, self._terminate))
+            self.previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._handle),
+                             signal.SIGTERM: signal.signal(signal.SIGTERM, self._terminate)}
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous[0])
-            signal.signal(signal.SIGTERM, self.previous[1])
+        for signum, handler in self.previous.items():  # the handlers from before __enter__
+            signal.signal(signum, handler)
 
 
 def reset_peak_memory(device):
@@ -157,8 +139,7 @@ def reset_peak_memory(device):
 
 
 def peak_memory_mb(device):
-    """CUDA: the allocator's peak since the last torch.cuda.reset_peak_memory_stats(); else the
-    peak resident set of this process so far (Python and torch included)."""
+    """CUDA: the allocator's peak since reset_peak_memory(); else this process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:

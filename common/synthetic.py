@@ -1,9 +1,11 @@
 """A synthetic stand-in for CIFAR-100 that runs offline: the same shapes, the same class and
 superclass structure, and classes that only a network that sees texture and shape can tell apart.
 
-Superclass c wears texture TEXTURES[c // 2] at a period of (5, 10)[c % 2] px; the k-th fine class
-of a superclass, in label order, is the object SHAPES[k] on that texture. `names` gives the
-classes the set's own names ("disk on h-stripes 5px"), for figures and reports.
+Superclass c wears texture TEXTURES[c // 2] at a period of (5, 10)[c % 2] px; the k-th fine class of
+a superclass, in label order, is the object SHAPES[k] on it in the opposite hue, lighter or darker.
+Hue and grey level are random per image and every texture has zero mean and one contrast (RMS), so
+no colour statistic tells a class; a blur (sigma 5 px) leaves the silhouette, no texture; every cue
+survives the recipes' augmentations (design: docs/synthetic.md; measured in tests/test_data.py).
 """
 import math
 
@@ -16,24 +18,16 @@ _PX = torch.arange(32.0) - 15.5  # pixel centres from the image centre, px
 
 
 def names(fine_to_coarse):
-    """The set's own class names -> (fine names in label order, superclass names), e.g.
-    "disk on h-stripes 5px" and "h-stripes 5px"."""
+    """-> (fine names in label order, superclass names), e.g. "disk on h-stripes 5px"."""
     coarse = [f"{TEXTURES[c // 2]} {(5, 10)[c % 2]}px" for c in range(max(fine_to_coarse) + 1)]
     shape = [fine_to_coarse[:f].count(c) for f, c in enumerate(fine_to_coarse)]
     return [f"{SHAPES[shape[f]]} on {coarse[c]}" for f, c in enumerate(fine_to_coarse)], coarse
 
 
 def images(n, split_seed, fine_to_coarse, masks=False):
-    """n images: uint8 (n,3,32,32) and int64 labels (each class n / classes times), with
-    masks=True also each object's pixels, bool (n,32,32). fine_to_coarse[label] is the label's
-    superclass (5 classes a superclass); the classes are the same for every split_seed.
-
-    A superclass is a texture over the whole image, a fine class the outline of an object on it
-    in the opposite hue, a lighter or darker grey. Hue and grey level are random per image and
-    every texture has zero mean and one contrast (RMS), so no colour statistic tells a class; a
-    blur (sigma 5 px) leaves the silhouette and no texture; every cue survives the recipes'
-    augmentations. docs/synthetic.md has the design, tests/test_data.py measures it.
-    """
+    """n images: uint8 (n,3,32,32) and int64 labels (each class n / classes times); masks=True adds
+    each object's pixels, bool (n,32,32). fine_to_coarse[label] is the label's superclass (5 labels
+    a superclass); the classes are the same for every split_seed."""
     coarse = torch.tensor(fine_to_coarse)
     shape_of = torch.tensor([fine_to_coarse[:f].count(c) for f, c in enumerate(fine_to_coarse)])
     g = torch.Generator().manual_seed(split_seed)
@@ -61,8 +55,7 @@ def images(n, split_seed, fine_to_coarse, masks=False):
         bg, fg = level + hue, level - hue + torch.where(level < 0.5, 0.1, -0.1)
         lum = 0.11 * t + 0.01 * torch.randn(b, 32, 32, generator=g)  # texture + pixel noise
         img = torch.addcmul(bg[:, :, None, None], (fg - bg)[:, :, None, None], inside[:, None])
-        img += lum[:, None]
-        x[i:i + b] = img.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+        x[i:i + b] = (img + lum[:, None]).mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
         where[i:i + b] = inside
     return (x, y, where) if masks else (x, y)
 
@@ -115,9 +108,8 @@ def _texture(kind, k, tilt, q):
 
 def _shape(kind, centre, radius):
     """(m, 32, 32) bool: shape `kind` of about a disk's area, axis-aligned and mirror-symmetric."""
-    u = (_PX - centre[:, 0, None]) / radius[:, None]  # (m, 32), in radii
-    v = (_PX - centre[:, 1, None]) / radius[:, None]
-    u, v = u[:, None, :], v[:, :, None]
+    u = ((_PX - centre[:, 0, None]) / radius[:, None])[:, None, :]  # (m, 1, 32), in radii
+    v = ((_PX - centre[:, 1, None]) / radius[:, None])[:, :, None]  # (m, 32, 1)
     if kind == 0:
         return u ** 2 + v ** 2 < 1
     if kind == 1:  # lying flat, 2.6 x 1 radii

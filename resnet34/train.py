@@ -76,11 +76,13 @@ def build_model(args):
 
 
 # ---- everything below is shared by the three train.py files --------------------------------
+BEST_PT = {None: "none (no --val-split); the final epoch is the run's result",
+           "val": "chosen on the validation split",
+           "test": "chosen on the TEST split (--select-on-test): an optimistic figure"}
 
 
 def build_parser(add_help=True):
-    """The flags every folder shares (common/flags.py), this folder's model flags, and the
-    first recipe's values as defaults."""
+    """The shared flags (common/flags.py), this folder's model flags, the first recipe's values."""
     return flags.training_parser(__doc__, RECIPES, add_model_args, HERE, add_help, RENAMED)
 
 
@@ -93,11 +95,10 @@ def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_g
                accum=1):
     """One optimizer step on a batch, in `accum` micro-batches -> (loss, logits), detached.
 
-    The forward pass and the loss run under autocast (bf16/fp16 on CUDA, off elsewhere). With
-    fp16 the loss is scaled up so small gradients do not flush to zero, and scaled back before
-    clipping; a step whose gradients overflowed is skipped and the scale lowered. Micro-batch
-    gradients add up in .grad (each loss divided by `accum`: the mean over the whole batch);
-    under DDP only the last backward all-reduces (no_sync on the others), which gives the same sum.
+    Forward and loss run under autocast (bf16/fp16 on CUDA, off elsewhere); with fp16 the loss
+    is scaled so small gradients do not flush to zero, and a step whose gradients overflowed is
+    skipped. Micro-batch gradients add up in .grad (each loss / accum: the batch mean); under
+    DDP only the last backward all-reduces (no_sync on the others), which gives the same sum.
     """
     optimizer.zero_grad(set_to_none=True)
     batch_losses, batch_logits = [], []
@@ -120,9 +121,8 @@ def train_step(model, x, target, optimizer, scaler, dtype, smoothing=0.0, clip_g
 
 @torch.no_grad()
 def evaluate(model, loader):
-    """Cross-entropy, top-1 and top-5 (%) over a whole split, in float32 as evaluate.py reports
-    them (under torchrun each rank holds a disjoint share and the sums are added up; the bare
-    network runs, so a rank with no images waits for no other); one host sync at the end."""
+    """Cross-entropy, top-1 and top-5 (%) over a split in float32, as evaluate.py reports them;
+    under torchrun each rank sums its share and the sums are added up. One host sync."""
     model.eval()
     sums = torch.zeros(4, device=loader.x.device)  # loss, top-1, top-5, images: float32 holds
     for x, y in loader:                             # counts below 2^24 exactly
@@ -136,8 +136,8 @@ def evaluate(model, loader):
 
 
 def evaluate_all(model, ema, loaders):
-    """{"val"/"test"/"ema_val"/"ema_test": evaluate(...)} at the end of an epoch. Under torchrun
-    rank 0's BatchNorm statistics go to every rank first: evaluation uses the weights it saves."""
+    """{"val"/"test"/"ema_val"/"ema_test": evaluate(...)}, with rank 0's BatchNorm statistics
+    on every rank first: evaluation uses the weights rank 0 saves."""
     distributed.broadcast_buffers(model)
     results = {name: evaluate(model, loader) for name, loader in loaders.items()}
     if ema is not None:
@@ -148,19 +148,15 @@ def evaluate_all(model, ema, loaders):
 
 
 def make_loaders(args, device, rank=0, world=1):
-    """uint8 splits held on the device -> (splits, training loader, {"val"/"test": loader}).
-
-    Training batches come augmented and mixed: (images, soft targets, labels) of this rank's
-    slice of each global batch. Evaluation batches are only normalized; under torchrun each
-    rank takes its slice of every batch.
-    """
+    """-> (splits, training loader: this rank's slice of each batch, augmented and mixed, as
+    (images, soft targets, labels), {"val"/"test": loader of normalized batches})."""
     with distributed.local_rank_zero_first():  # one download per machine, the others wait
         splits = data.load_splits(args.dataset, args.data_dir, args.subset, args.test_subset,
                                   args.val_split)
-    if not getattr(args, "normalize", None):  # --resume restores it with the other flags
+    if not getattr(args, "normalize", None):  # the training images' own; older runs resume
         args.normalize = (data.CIFAR100_MEAN, data.CIFAR100_STD) if args.resume else \
-            data.channel_stats(splits["train"][0])  # the training images' own (older runs:
-    normalize = Normalize(*args.normalize)  # CIFAR-100's); args.json and checkpoints keep it
+            data.channel_stats(splits["train"][0])  # with CIFAR-100's; checkpoints keep it
+    normalize = Normalize(*args.normalize)
     augment = Augment(
         normalize, pad=args.pad, flip=args.flip, rotate=args.rotate, translate=args.translate,
         scale=tuple(args.scale), affine_p=args.affine_p, jitter=tuple(args.jitter),
@@ -187,14 +183,11 @@ def initial_weights(model, path, fingerprint):
 
 
 def summarize(tracker, best, select):
-    """The closing line: the final epoch's test figures (the run's result), then what best.pt
-    holds and on which split it was chosen."""
+    """The closing line: the final epoch's test figures (the run's result), then best.pt's."""
     final = tracker.rows[-1]
     print(f"done: final test top-1 {final['test_top1']:.2f}% top-5 {final['test_top5']:.2f}% "
           f"(epoch {final['epoch']:.0f}, last.pt: the run's result)" + (
-              f"; best.pt: epoch {best['epoch']}, chosen on {select} top-1 {best['top1']:.2f}%"
-              if select == "val" else f"; best.pt: epoch {best['epoch']}, chosen on the TEST "
-              f"split (--select-on-test): its {best['top1']:.2f}% is an optimistic figure"
+              f"; best.pt: epoch {best['epoch']}, top-1 {best['top1']:.2f}%, {BEST_PT[select]}"
               if select else ""))
     return {"final_epoch": int(final["epoch"]), "final_test_top1": final["test_top1"],
             "final_test_top5": final["test_top5"], "best_epoch": best["epoch"] if select else None,
@@ -251,11 +244,8 @@ def main(args):
     print(f"{ARCH}: {n_params:,} parameters | {args.dataset}: {splits['sizes']} | {device} x "
           f"{world}, amp {dtype}, channels_last {channels_last}"
           + (", --num-workers unused (no loader processes)" if args.num_workers else ""))
-    print("best.pt: " + {"val": "the epoch with the best validation top-1", None: "none "
-                         "(no --val-split); the final epoch is the run's result",
-                         "test": "the epoch with the best TEST top-1 (--select-on-test): an "
-                         "optimistic pick"}[select])
-    epoch_times, plotted, best, plotter = [], time.time(), state.best, metrics.Plotter()
+    print(f"best.pt: {BEST_PT[select]}")
+    plotted, best, plotter = time.time(), state.best, metrics.Plotter()
     with runtime.StopOnCtrlC("Ctrl-C: saving last.pt after this step (Ctrl-C again to abort)") \
             as stop, state:  # leaving `state` waits for the last checkpoint write
         for epoch in range(state.epoch, args.epochs):
@@ -323,10 +313,8 @@ def main(args):
             row["time"] = time.time() - t0  # the whole epoch: training, evaluation, checkpoint
             tracker.amend(save_time=row["save_time"], time=row["time"])
             runtime.log_scalars(board, row)
-            epoch_times.append(row["time"])
-            eta = np.mean(epoch_times[-5:]) * (args.epochs - epoch - 1)
-            print(metrics.epoch_line(epoch + 1, args.epochs, row, epoch_times[-1], eta),
-                  flush=True)
+            eta = np.mean(tracker.columns()["time"][-5:]) * (args.epochs - epoch - 1)
+            print(metrics.epoch_line(epoch + 1, args.epochs, row, row["time"], eta), flush=True)
             if distributed.any_rank(stop)[0]:
                 plotter.join()
                 print(f"interrupted: {out / 'last.pt'} holds epoch {epoch + 1}; continue with "

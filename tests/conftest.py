@@ -57,10 +57,10 @@ def interrupt_in_epoch_2(cmd, cwd=REPO, timeout=120):
 @pytest.fixture(scope="session")
 def resnet18_run(tmp_path_factory):
     """One tiny resnet18 run for the whole session: 2 epochs on 200 synthetic images (40 held
-    out to pick best.pt on), with EMA. Tests that read it never write into it."""
+    out to pick best.pt on), with EMA, a quarter of the width. Tests never write into it."""
     out = tmp_path_factory.mktemp("shared") / "r18"
     run("resnet18/train.py", *SMALL, "--subset", "200", "--val-split", "40", "--batch-size", "40",
-        "--epochs", "2", "--ema", "0.9", "--out-dir", out)
+        "--epochs", "2", "--ema", "0.9", "--width", "16", "--out-dir", out)
     return out
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, load_module, run_many
+from conftest import REPO, load_module, run, run_many
 
 BENCH = REPO / "benchmark"
 
@@ -270,9 +270,9 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
         assert f"{test}: met" in summary, summary
     assert re.search(r"matches_cpu_fp32\[resnet18\]: met .*relative difference off 0\.0", summary)
     assert "test_the_loop_does_not_wait_for_the_gpu_every_step: skipped" in summary
-    for run in ("resnet18-eager", "baseline-eager", "resnet34-eager", "se_res_inception-eager",
-                "resnet18-compile"):
-        assert f"{run}: ok" in summary, summary
+    for name in ("resnet18-eager", "baseline-eager", "resnet34-eager", "se_res_inception-eager",
+                 "resnet18-compile"):
+        assert f"{name}: ok" in summary, summary
     for mode, limit in (("eager", "1.0"), ("compile", "0.6")):
         assert re.search(rf"resnet18 \({mode}\): \d+\.\d\d s / epoch, .*target <= {limit} s: "
                          r"(met|NOT met)", summary), summary
@@ -281,3 +281,16 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     rows = json.loads((out / "throughput.json").read_text())["rows"]
     assert len(rows) == 5 and all(x["status"] == "ok" and x["train_tflops"] > 0 for x in rows)
     assert "done (exit 0)" in lines[-1]
+
+
+def test_the_parity_set_is_read_as_cifar100_and_its_colours_are_not_cifars(tmp_path):
+    """benchmark/parity_set.py writes the official format: train.py's reader takes it, every
+    class is there, and its channel statistics are far from CIFAR-100's (the point of the set:
+    a loop that normalizes with CIFAR's constants is handicapped on it)."""
+    from common import data
+    run("benchmark/parity_set.py", "--out", tmp_path, "--train", 500, "--test", 100)
+    splits = data.load_splits("cifar100", tmp_path, download=False)
+    assert splits["train"][0].shape == (500, 3, 32, 32) and len(splits["test"][1]) == 100
+    assert splits["train"][1].bincount().tolist() == [5] * 100
+    mean, std = data.channel_stats(splits["train"][0])
+    assert abs(mean[0] - data.CIFAR100_MEAN[0]) > 0.15 and max(std) < 0.2

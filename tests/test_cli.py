@@ -226,6 +226,7 @@ def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
         assert p.returncode != 0 and message in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.slow  # an optional extra
 def test_tensorboard_logs_the_epoch_rows_or_says_what_to_install(tmp_path, monkeypatch):
     flags = [*SMALL, "--subset", "100", "--batch-size", "50", "--epochs", "1", "--tensorboard"]
     try:

@@ -1,4 +1,5 @@
 """common/: Mixup/CutMix, soft-target loss, metrics, the evaluation report, checkpoints."""
+import functools
 import random
 
 import numpy as np
@@ -151,12 +152,26 @@ def test_corrupt_missing_or_foreign_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_rng_state_round_trip_in_weights_only_form(tmp_path):
-    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    torch.manual_seed(1)
     checkpoint.save_checkpoint({"rng": checkpoint.rng_state()}, tmp_path / "r.pt")
-    want = (torch.rand(3), np.random.rand(3), random.random())
+    want = torch.rand(3)
     checkpoint.set_rng_state(checkpoint.load_checkpoint(tmp_path / "r.pt")["rng"])
-    got = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(want[0], got[0]) and np.array_equal(want[1], got[1]) and want[2] == got[2]
+    assert torch.equal(want, torch.rand(3))
+
+
+def test_training_draws_nothing_from_pythons_or_numpys_global_generators():
+    """The checkpoint keeps torch's generators only: one step of each train.py's loop (mixing,
+    augmentation, dropout) must leave Python's and numpy's global states as they were."""
+    from common import augment, mixing
+    from common.loader import Loader
+    before = (random.getstate(), np.random.get_state()[1].copy())
+    x, y = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8), torch.arange(16)
+    mix = functools.partial(mixing.mix, num_classes=100, mixup_alpha=1.0, cutmix_alpha=1.0)
+    aug = augment.Augment(augment.Normalize((0.5,) * 3, (0.25,) * 3), rotate=15, erase_p=0.5,
+                          jitter=(0.2, 0.2, 0.2, 0.05), holes_p=0.5, noise_p=0.5)
+    for _ in Loader((x, y), 8, "cpu", aug, shuffle=True, drop_last=True, mix=mix):
+        pass
+    assert random.getstate() == before[0] and np.array_equal(np.random.get_state()[1], before[1])
 
 
 @pytest.mark.parametrize("capability, expected", [

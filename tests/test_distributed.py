@@ -33,6 +33,7 @@ def probe(nproc, scenario, out, *train_flags):
     return torchrun(nproc, PROBE, *args)
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_the_ranks_split_each_global_batch_and_augment_their_own_share(tmp_path):
     """Rank 0 trains on the first half of each global batch, rank 1 on the second (the labels
     are the single-process batch's); each augments its half with its own random numbers."""
@@ -50,6 +51,7 @@ def test_the_ranks_split_each_global_batch_and_augment_their_own_share(tmp_path)
         assert not torch.equal(two[1][step][0], x[10:]), step  # rank 1's own augmentation
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_one_step_on_two_ranks_equals_one_process_without_batchnorm(tmp_path):
     flags = ["--subset", "16", "--batch-size", "16", "--epochs", "1", "--cutmix-alpha", "1",
              "--mix-prob", "1"]
@@ -94,6 +96,7 @@ def test_each_train_py_runs_under_torchrun_and_its_checkpoint_evaluates(folder, 
     check_the_run_dir_and_evaluate_it(p, out, tmp_path / "eval", folder)
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_a_rank_with_no_validation_images_does_not_hang(tmp_path):
     """27.4: evaluation ran the DDP wrapper, whose first forward after training broadcasts the
     BatchNorm buffers; a rank with an empty shard (1 validation image, 2 ranks) never called it
@@ -103,6 +106,7 @@ def test_a_rank_with_no_validation_images_does_not_hang(tmp_path):
     assert p.stdout.count("done:") == 1 and (tmp_path / "best.pt").is_file()
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_a_batch_the_ranks_do_not_divide_is_a_one_line_error(tmp_path):
     p = torchrun(2, REPO / "resnet18" / "train.py", *SMALL, "--subset", "40", "--batch-size", "15",
                  "--out-dir", tmp_path, check=False)

@@ -27,13 +27,13 @@ class NoFloat64(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("folder, extra", [("resnet18", ["--ema", "0.9", "--val-split", "20"]),
+@pytest.mark.parametrize("folder, extra", [("resnet18", ["--ema", "0.9", "--val-split", "10"]),
                                            ("resnet34", ["--variant", "standard"]),
                                            ("se_res_inception", [])])
 def test_an_epoch_and_its_evaluation_make_no_float64_tensor(folder, extra, tmp_path):
     train = load_module(REPO / folder / "train.py", f"{folder}_train_portable")
-    args = train.parse_args([*SMALL, "--subset", "120", "--batch-size", "50", "--epochs", "1",
-                             "--out-dir", str(tmp_path), *extra])
+    args = train.parse_args([*SMALL, "--subset", "30", "--batch-size", "10", "--epochs", "1",
+                             "--test-subset", "20", "--out-dir", str(tmp_path), *extra])
     mode = NoFloat64()
     try:
         with mode:

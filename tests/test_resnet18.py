@@ -105,7 +105,8 @@ def test_single_image_demo(trained, tmp_path):
 
 def test_resume_after_ctrl_c_is_bit_exact(tmp_path):
     """2 epochs straight == 1 epoch, Ctrl-C early in epoch 2, resume in a new process."""
-    args = [*SMALL, "--subset", "60", "--batch-size", "20", "--epochs", "2", "--ema", "0.9"]
+    args = [*SMALL, "--subset", "60", "--batch-size", "20", "--epochs", "2", "--ema", "0.9",
+            "--width", "16"]
     run("resnet18/train.py", *args, "--out-dir", tmp_path / "a")
     code, rest = interrupt_in_epoch_2([sys.executable, "resnet18/train.py", *args, "--out-dir",
                                        tmp_path / "b", "--progress-every", "0"])
@@ -198,7 +199,7 @@ def test_the_test_set_chooses_nothing_unless_asked(tmp_path, capsys):
     --select-on-test: the source projects' practice, best.pt on the test split, said in the log
     and in the closing line."""
     train = load_module(REPO / "resnet18" / "train.py", "resnet18_train_select")
-    flags = [*SMALL, "--subset", "100", "--batch-size", "50", "--epochs", "2"]
+    flags = [*SMALL, "--subset", "100", "--batch-size", "50", "--epochs", "2", "--width", "16"]
     try:
         plain = train.main(train.parse_args([*flags, "--out-dir", str(tmp_path / "a")]))
         picked = train.main(train.parse_args([*flags, "--select-on-test",

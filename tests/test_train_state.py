@@ -253,6 +253,7 @@ r18.distributed.close()
 """
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_under_torchrun_local_rank_zero_downloads_and_the_others_wait(tmp_path):
     """19.4: every rank downloaded CIFAR-100 into the same data/ at once. Two gloo ranks, a fake
     downloader: it runs once, on rank 0, and rank 1 looks at the files only after it ended."""
@@ -300,6 +301,7 @@ distributed.close()
 """
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_the_ranks_wait_for_a_download_longer_than_the_groups_timeout(tmp_path):
     """27.4: the other ranks waited for local rank 0's download in a barrier of the default
     group, which gives up after its timeout (10 minutes for gloo and NCCL): a slow download
