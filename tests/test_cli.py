@@ -211,8 +211,8 @@ def test_init_starts_a_new_run_from_weights(tiny_runs, tmp_path):
              (["--init", base, "--resume", base], "give one of them"))
     ok, *refused = run_many(*[(REPO / "resnet18" / "train.py", *SMALL, "--subset", "100",
                                "--batch-size", "50", "--epochs", "1", *extra, "--out-dir", out)
-                              for extra, out in [(["--init", base, "--lr", "1e-9"],
-                                                  tmp_path / "ft")]
+                              for extra, out in [(["--init", base, "--lr", "1e-9",
+                                                   "--width", "16"], tmp_path / "ft")]
                               + [(extra, tmp_path / "x") for extra, _ in cases]])
     assert ok.returncode == 0, ok.stderr
     a = torch.load(base, weights_only=True)
