@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 class MetricsTracker:
@@ -102,6 +103,18 @@ def write_json(obj, path):
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)  # a reader never sees half a file
+
+
+def epoch_axis(ax, ep, m=None, loss_keys=()):
+    """The x axis of a per-epoch panel: whole epochs, room around a lone point; with loss_keys, a
+    log y axis when one value dwarfs the rest (an early spike: BN statistics at peak lr)."""
+    ys = np.concatenate([np.asarray(m[k], dtype=float) for k in loss_keys if k in m] or [[]])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    if len(ys) and ys.max() > 10 * ys.min():
+        ax.set_yscale("log")
+    if len(ep) <= 20:
+        ax.set_xlim(ep.min() - 0.5, ep.max() + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no "epoch 2.5"
 
 
 def save_figure(fig, path, dpi=100):

@@ -6,7 +6,8 @@ or all-NaN are left out; a run of one epoch still shows its points.
 """
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from common.metrics import epoch_axis
 
 
 def plot_curves(m, best_epoch=None):
@@ -33,8 +34,7 @@ def plot_curves(m, best_epoch=None):
             title += f" (final {m['test_top1'][-1]:.2f}%)"
         _mark_best(ax, best_epoch)
         ax.set(title=title, xlabel="epoch", ylabel=ylabel)
-        if ylabel == "loss":
-            _log_if_spiky(ax, m, keys)
+        epoch_axis(ax, ep, m, keys if ylabel == "loss" else ())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax = fig.add_subplot(grid[2, :])
@@ -43,8 +43,7 @@ def plot_curves(m, best_epoch=None):
     _mark_best(ax, best_epoch)
     ax.set(title="learning rate (at the end of each epoch)", xlabel="epoch", ylabel="lr")
     ax.grid(alpha=0.3)
-    for ax in fig.axes:
-        _epoch_axis(ax, ep)
+    epoch_axis(ax, ep)
     return fig
 
 
@@ -52,16 +51,3 @@ def _mark_best(ax, best_epoch):
     if best_epoch is not None:
         ax.axvline(best_epoch, color="0.4", ls="--", lw=1, label=f"best (epoch {best_epoch})")
 
-
-def _log_if_spiky(ax, m, keys):
-    """Log loss axis when one value dwarfs the rest (an early spike: BN statistics at peak lr)."""
-    ys = np.concatenate([np.asarray(m[k], dtype=float) for k in keys if k in m] or [[]])
-    ys = ys[np.isfinite(ys) & (ys > 0)]
-    if len(ys) and ys.max() > 10 * ys.min():
-        ax.set_yscale("log")
-
-
-def _epoch_axis(ax, ep):
-    if len(ep) <= 20:  # room around a lone point
-        ax.set_xlim(ep.min() - 0.5, ep.max() + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no "epoch 2.5"

@@ -6,7 +6,8 @@ or all-NaN are left out; a run of one epoch still shows its points.
 """
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from common.metrics import epoch_axis
 
 
 def plot_curves(m, best_epoch=None):
@@ -29,9 +30,7 @@ def plot_curves(m, best_epoch=None):
             if present(k):
                 ax.plot(ep, m[k], label=k.rsplit("_", 1)[0], **style)
         ax.set(xlabel="epoch", ylabel=ylabel)
-        if ylabel == "loss":
-            _log_if_spiky(ax, m, keys)
-        _epoch_axis(ax, ep)
+        epoch_axis(ax, ep, m, keys if ylabel == "loss" else ())
         ax.grid(alpha=0.3)
     split = "val" if present("val_top1") else "test"
     if present(f"{split}_top1"):
@@ -46,16 +45,3 @@ def plot_curves(m, best_epoch=None):
     right.legend(fontsize=8)
     return fig
 
-
-def _log_if_spiky(ax, m, keys):
-    """Log loss axis when one value dwarfs the rest (an early spike: BN statistics at peak lr)."""
-    ys = np.concatenate([np.asarray(m[k], dtype=float) for k in keys if k in m] or [[]])
-    ys = ys[np.isfinite(ys) & (ys > 0)]
-    if len(ys) and ys.max() > 10 * ys.min():
-        ax.set_yscale("log")
-
-
-def _epoch_axis(ax, ep):
-    if len(ep) <= 20:  # room around a lone point
-        ax.set_xlim(ep.min() - 0.5, ep.max() + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no "epoch 2.5"
