@@ -46,7 +46,8 @@ def main(args):
         members = [c for s in pair for c in range(data.NUM_CLASSES) if data.FINE_TO_COARSE[c] == s]
         for ax, c in zip(row.subplots(1, len(members)), members):
             ax.imshow(x[first[c]].permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_title(fine[c].replace(" / ", "\n"), fontsize=8)  # superclass, then shape
+            shape, texture = fine[c].split(" on ")  # "disk on h-stripes 5px": the row says the
+            ax.set_title(f"{shape}, {texture.rsplit(' ', 1)[1]}", fontsize=9)  # texture
             ax.axis("off")
     save_figure(fig, args.figure)
     print(f"wrote {args.figure} and {len(DEMO)} examples to {examples}")
