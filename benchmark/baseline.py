@@ -120,8 +120,8 @@ def main(args):
     if len(splits["train"][1]) < args.batch_size:
         raise ValueError(f"batch size {args.batch_size} exceeds the {len(splits['train'][1])} "
                          "training images; lower --batch-size or raise --subset")
-    stats = data.channel_stats(splits["train"][0])  # the training images' own, as train.py
-    to_tensor = [T.ToTensor(), T.Normalize(*stats)]
+    args.normalize = data.channel_stats(splits["train"][0])  # the training images' own, as
+    to_tensor = [T.ToTensor(), T.Normalize(*args.normalize)]  # train.py; its checkpoints keep it
     augment = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] + to_tensor)
     kw = dict(num_workers=args.workers, pin_memory=device.type == "cuda",
               persistent_workers=args.workers > 0)

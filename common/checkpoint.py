@@ -116,13 +116,16 @@ def rng_state(device=None):
 
 
 def set_rng_state(state, device=None):
-    """The inverse of rng_state; tensors on any device are read back on the host."""
-    torch.set_rng_state(state["torch"].cpu())
+    """The inverse of rng_state. Each state is cloned onto the host first: a saved checkpoint's
+    tensors are views into one packed buffer (to_host), and torch's setters read a view's
+    storage from its start, not from the view (a crash, or another rank's state)."""
+    own = {k: v.cpu().clone() for k, v in state.items() if torch.is_tensor(v)}
+    torch.set_rng_state(own["torch"])
     kind = torch.device(device or "cpu").type
-    if kind == "cuda" and torch.is_tensor(state.get("cuda")):
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
-    elif kind == "mps" and torch.is_tensor(state.get("mps")):
-        torch.mps.set_rng_state(state["mps"].cpu())
+    if kind == "cuda" and "cuda" in own:
+        torch.cuda.set_rng_state(own["cuda"], device)
+    elif kind == "mps" and "mps" in own:
+        torch.mps.set_rng_state(own["mps"])
 
 
 def _map(obj, fn):

@@ -245,7 +245,7 @@ def main(args):
           f"{world}, amp {dtype}, channels_last {channels_last}"
           + (", --num-workers unused (no loader processes)" if args.num_workers else ""))
     print(f"best.pt: {BEST_PT[select]}")
-    plotted, best, plotter = time.time(), state.best, metrics.Plotter()
+    epoch_times, plotted, best, plotter = [], time.time(), state.best, metrics.Plotter()
     with runtime.StopOnCtrlC("Ctrl-C: saving last.pt after this step (Ctrl-C again to abort)") \
             as stop, state:  # leaving `state` waits for the last checkpoint write
         for epoch in range(state.epoch, args.epochs):
@@ -313,7 +313,8 @@ def main(args):
             row["time"] = time.time() - t0  # the whole epoch: training, evaluation, checkpoint
             tracker.amend(save_time=row["save_time"], time=row["time"])
             runtime.log_scalars(board, row)
-            eta = np.mean(tracker.columns()["time"][-5:]) * (args.epochs - epoch - 1)
+            epoch_times.append(row["time"])  # this process's epochs: the ETA's basis
+            eta = np.mean(epoch_times[-5:]) * (args.epochs - epoch - 1)
             print(metrics.epoch_line(epoch + 1, args.epochs, row, row["time"], eta), flush=True)
             if distributed.any_rank(stop)[0]:
                 plotter.join()

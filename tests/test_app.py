@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from common.augment import Normalize
 from common.checkpoint import load_checkpoint
 from common.data import CIFAR100_MEAN, CIFAR100_STD, FINE_NAMES, FINE_TO_COARSE, class_names
-from common.inference import load_model, predict, read_image
+from common.inference import load_model, predict, read_image, stats_of
 from conftest import REPO, load_module
 
 pytest.importorskip("gradio", reason="the web demo needs: pip install -r requirements-demo.txt")
@@ -115,12 +115,12 @@ def test_top5_is_evaluate_image_for_any_image(server, ckpt, tmp_path):
     model = load_model(load_checkpoint(ckpt), load_module(REPO / "resnet18" / "model.py",
                                                           "r18_app").resnet18, ckpt)
     fine, coarse = names_of(ckpt)
+    normalize = Normalize(*stats_of(load_checkpoint(ckpt), (CIFAR100_MEAN, CIFAR100_STD)))
     if not os.environ.get("APP_CHECKPOINT"):  # the session's run is on the synthetic set
         assert fine == class_names("synthetic")[0]
     for f in files:
         result = client.predict(handle_file(str(f)), api_name="/predict")
-        p = predict(model, read_image(f)[None], Normalize(CIFAR100_MEAN, CIFAR100_STD),
-                    torch.device("cpu"))[0]
+        p = predict(model, read_image(f)[None], normalize, torch.device("cpu"))[0]
         printed = [(f"{100 * q:6.2f}%", fine[c]) for q, c in zip(*p.topk(5))]
         assert top5_of(result) == printed, f.name
         if f in cli:

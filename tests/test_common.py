@@ -159,6 +159,27 @@ def test_rng_state_round_trip_in_weights_only_form(tmp_path):
     assert torch.equal(want, torch.rand(3))
 
 
+def test_rng_state_is_restored_from_a_packed_checkpoint_of_two_ranks(tmp_path):
+    """A saved checkpoint's tensors are views into to_host's one buffer per dtype; torch's
+    set_rng_state read rank 1's view from the buffer's start (rank 0's bytes, or a crash)."""
+    states = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.rand(5)
+        states.append(checkpoint.rng_state())
+    copy, wait = checkpoint.to_host({"rng": states})
+    wait()
+    checkpoint.save_checkpoint(copy, tmp_path / "r.pt")
+    loaded = checkpoint.load_checkpoint(tmp_path / "r.pt")["rng"]
+    for seed, state in enumerate(loaded):
+        checkpoint.set_rng_state(state)
+        torch.manual_seed(seed)
+        torch.rand(5)
+        want = torch.rand(3)
+        checkpoint.set_rng_state(state)
+        assert torch.equal(torch.rand(3), want), seed
+
+
 def test_training_draws_nothing_from_pythons_or_numpys_global_generators():
     """The checkpoint keeps torch's generators only: one step of each train.py's loop (mixing,
     augmentation, dropout) must leave Python's and numpy's global states as they were."""

@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_one_step_on_two_ranks_equals_one_process_without_batchnorm(tmp_path):
         assert (a[k] - b[k]).abs().max() < 1e-6, k
 
 
+@pytest.mark.slow  # a torchrun job of its own
 def test_sharded_evaluation_counts_every_test_image_once(tmp_path):
     flags = ["--subset", "505", "--batch-size", "50", "--test-subset", "101"]  # 50 + 51
     probe(1, "eval", tmp_path / "one", *flags)
@@ -159,8 +161,11 @@ def test_a_dead_rank_ends_the_run_and_last_pt_survives(tmp_path):
                           "--out-dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     for line in p.stdout:
-        if line.startswith("epoch 1/2"):  # written after last.pt
+        if line.startswith("epoch 1/2"):  # last.pt is being written, on a thread
             break
+    deadline = time.time() + 60
+    while not (tmp_path / "last.pt").exists() and time.time() < deadline:  # renamed when whole
+        time.sleep(0.1)
     rank1 = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and
              _parent_and_env(d) == (p.pid, True)]  # torchrun's worker with RANK=1
     assert len(rank1) == 1, rank1
