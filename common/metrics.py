@@ -1,6 +1,7 @@
 """What a training run records: per-epoch metrics (metrics.npz + metrics.csv), progress lines
 (plain, fine in a log file), its JSON and figures, written atomically. Evaluation: report.py."""
 import csv
+import datetime
 import json
 import math
 import os
@@ -78,11 +79,6 @@ class Progress:
                   f"{self.seen / (now - self.start):.0f} img/s", flush=True)
 
 
-def hms(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def epoch_line(epoch, epochs, row, seconds, eta):
     """One line per epoch: epoch, lr, train and eval figures, time, ETA."""
     parts = [f"epoch {epoch}/{epochs}", f"lr {row['lr']:.5f}",
@@ -91,7 +87,7 @@ def epoch_line(epoch, epochs, row, seconds, eta):
         if not math.isnan(row.get(f"{split}_top1", math.nan)):
             parts.append(f"{split} loss {row[f'{split}_loss']:.4f} top1 {row[f'{split}_top1']:.2f}%"
                          f" top5 {row[f'{split}_top5']:.2f}%")
-    parts += [f"{seconds:.1f}s", f"ETA {hms(eta)}"]
+    parts += [f"{seconds:.1f}s", f"ETA {datetime.timedelta(seconds=round(eta))}"]  # H:MM:SS
     return "  ".join(parts)
 
 

@@ -132,16 +132,13 @@ class StopOnCtrlC:
             signal.signal(signum, handler)
 
 
-def reset_peak_memory(device):
-    """Start a new peak for peak_memory_mb (CUDA only; a process's peak RSS cannot be reset)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def peak_memory_mb(device):
-    """CUDA: the allocator's peak since reset_peak_memory(); else this process's peak RSS."""
+    """CUDA: the allocator's peak since the last call (one a row: each epoch's), then a new peak
+    starts; elsewhere this process's peak resident set so far."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak
     try:
         import resource  # POSIX only
     except ImportError:

@@ -241,7 +241,6 @@ def main(args):
             as stop, state:  # leaving `state` waits for the last checkpoint write
         for epoch in range(state.epoch, args.epochs):
             t0 = time.time()
-            runtime.reset_peak_memory(device)
             model.train()
             train_loader.set_epoch(epoch)
             first = state.step if epoch == state.epoch else 0
