@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 from common.data import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE  # noqa: E402
+from common.flags import ranged  # noqa: E402
 
 PERIODS = (4.0, 6.0, 9.0, 14.0)  # px; superclass c has kind c // 4 and period PERIODS[c % 4]
 TINT = np.array([-0.06, 0.0, 0.08])  # added to every pixel: a blue cast, as a dataset might have
@@ -86,8 +87,8 @@ def write(out, splits):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="writes OUT/cifar-100-python/{train,test,meta}")
-    p.add_argument("--train", type=int, default=10000)
-    p.add_argument("--test", type=int, default=2000)
+    p.add_argument("--train", type=ranged(int, 100), default=10000, help="images, 100 or more")
+    p.add_argument("--test", type=ranged(int, 100), default=2000, help="images, 100 or more")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     rng = np.random.default_rng(a.seed)

@@ -50,7 +50,11 @@ def main(args):
 
     # ---- data: the official pickles -> uint8 (N, 3, 32, 32), int64 labels
     def read(name):
-        with open(Path(args.data_dir) / "cifar-100-python" / name, "rb") as f:
+        path = Path(args.data_dir) / "cifar-100-python" / name
+        if not path.is_file():
+            raise SystemExit(f"error: no {path}; make the set with benchmark/parity_set.py --out "
+                             "DIR, then pass --data-dir DIR")
+        with open(path, "rb") as f:
             d = pickle.load(f, encoding="latin1")
         d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
         x = torch.from_numpy(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
